@@ -1,0 +1,16 @@
+//! The pure core of pg_rls_auth: no PostgreSQL types, so every rule here is unit-tested,
+//! fuzzed and benchmarked as plain Rust. The extension (`src/`) maps it onto GUCs, SQL
+//! functions, shared memory and `ereport`.
+
+pub mod claims;
+pub mod error;
+pub mod gcra;
+pub mod keys;
+pub mod slot_table;
+pub mod token_kit;
+pub mod verify;
+
+pub use claims::{ClaimPolicy, Claims};
+pub use error::{AuthError, ErrorKind};
+pub use keys::KeySet;
+pub use verify::{verify_token, VerifiedToken, DEFAULT_MAX_TOKEN_BYTES};

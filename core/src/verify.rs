@@ -1,0 +1,84 @@
+//! Verifying a compact JWS: size limit, header, key choice, signature, then claims.
+
+use crate::claims::{ClaimPolicy, Claims};
+use crate::error::{AuthError, Result};
+use crate::keys::{parse_algorithm, KeyOrigin, KeySet};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde_json::Value;
+
+/// `pg_rls_auth.max_token_bytes`' default: well above real access tokens (1-4 kB).
+pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+#[derive(Debug)]
+pub struct VerifiedToken {
+    pub claims: Claims,
+    pub key_origin: KeyOrigin,
+}
+
+fn decode_part(part: &str, what: &str) -> Result<Vec<u8>> {
+    URL_SAFE_NO_PAD
+        .decode(part)
+        .map_err(|_| AuthError::invalid_token(format!("the token {what} is not valid base64url")))
+}
+
+/// Verifies `token` against `keys` and `policy` at `now` (Unix seconds).
+pub fn verify_token(
+    token: &str,
+    keys: &KeySet,
+    policy: &ClaimPolicy,
+    max_token_bytes: usize,
+    now: f64,
+) -> Result<VerifiedToken> {
+    if token.is_empty() {
+        return Err(AuthError::invalid_token("the token is empty or NULL"));
+    }
+    if token.len() > max_token_bytes {
+        return Err(AuthError::invalid_token(format!(
+            "the token is {} bytes; pg_rls_auth.max_token_bytes allows {max_token_bytes}",
+            token.len()
+        )));
+    }
+    let parts: Vec<&str> = token.split('.').collect();
+    if parts.len() != 3 {
+        let hint = if parts.len() == 5 { "; encrypted tokens (JWE) are not supported" } else { "" };
+        return Err(AuthError::invalid_token(format!(
+            "the token is not a signed JWT (expected 3 dot-separated parts, found {}{hint})",
+            parts.len()
+        )));
+    }
+    let (header_b64, payload_b64, signature_b64) = (parts[0], parts[1], parts[2]);
+    let header: Value = serde_json::from_slice(&decode_part(header_b64, "header")?)
+        .map_err(|_| AuthError::invalid_token("the token header is not valid JSON"))?;
+    let header = header
+        .as_object()
+        .ok_or_else(|| AuthError::invalid_token("the token header is not a JSON object"))?;
+    let alg = match header.get("alg") {
+        Some(Value::String(alg)) => parse_algorithm(alg)?,
+        Some(_) => return Err(AuthError::invalid_token("the token header's alg must be a string")),
+        None => return Err(AuthError::invalid_token("the token header has no alg")),
+    };
+    let kid = match header.get("kid") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(kid)) => Some(kid.as_str()),
+        Some(_) => return Err(AuthError::invalid_token("the token header's kid must be a string")),
+    };
+    if header.contains_key("crit") {
+        return Err(AuthError::invalid_token(
+            "the token header lists critical extensions (crit), which are not supported",
+        ));
+    }
+    if keys.is_empty() {
+        return Err(AuthError::not_configured("no key is configured to verify tokens"));
+    }
+    let key = keys.select(alg, kid)?;
+    let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
+    let valid = jsonwebtoken::crypto::verify(signature_b64, signed.as_bytes(), key.decoding_key(), alg)
+        .map_err(|_| AuthError::invalid_token("the token signature is malformed"))?;
+    if !valid {
+        return Err(AuthError::invalid_token("the token signature does not verify"));
+    }
+    let claims = Claims::from_payload(&decode_part(payload_b64, "payload")?)?;
+    claims.check(policy, now)?;
+    Ok(VerifiedToken { claims, key_origin: key.origin })
+}

@@ -1,0 +1,91 @@
+//! The claim accessors RLS policies call per row: auth.user_id(), auth.uid(), auth.claim(),
+//! auth.session()/auth.jwt() and the Supabase/Neon helpers. Hand-written V1 functions so the
+//! answer is a copy of a cached value, with no conversion layer in between.
+
+use crate::errors::Raise;
+use crate::fmgr::{arg, text_datum, varlena_datum};
+use crate::session;
+use crate::v1_function;
+use pgrx::pg_sys;
+
+type Answer = Result<Option<pg_sys::Datum>, Raise>;
+
+unsafe fn user_id(_: pg_sys::FunctionCallInfo) -> Answer {
+    Ok(session::current()?.and_then(|s| s.user_id.as_deref().map(text_datum)))
+}
+v1_function!(auth_user_id, pg_finfo_auth_user_id, user_id, hide_statement = false);
+
+unsafe fn uid(_: pg_sys::FunctionCallInfo) -> Answer {
+    Ok(session::current()?.and_then(|s| {
+        s.uid.map(|bytes| unsafe {
+            let p = pg_sys::palloc(16) as *mut u8;
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, 16);
+            pg_sys::Datum::from(p)
+        })
+    }))
+}
+v1_function!(auth_uid, pg_finfo_auth_uid, uid, hide_statement = false);
+
+unsafe fn claim(fcinfo: pg_sys::FunctionCallInfo) -> Answer {
+    let Some(path) = (unsafe { arg::<&str>(fcinfo, 0) }) else {
+        return Ok(None);
+    };
+    Ok(session::current()?.and_then(|s| s.claim_text(path)).map(|v| text_datum(&v)))
+}
+v1_function!(auth_claim, pg_finfo_auth_claim, claim, hide_statement = false);
+
+unsafe fn session_jsonb(_: pg_sys::FunctionCallInfo) -> Answer {
+    Ok(session::current()?.map(|s| varlena_datum(s.jsonb_bytes())))
+}
+v1_function!(auth_session, pg_finfo_auth_session, session_jsonb, hide_statement = false);
+
+/// A top-level claim as text (auth.role(), auth.email(), auth.organization_id() use paths).
+fn claim_path(path: &str) -> Answer {
+    Ok(session::current()?.and_then(|s| s.claim_text(path)).map(|v| text_datum(&v)))
+}
+
+unsafe fn role(_: pg_sys::FunctionCallInfo) -> Answer {
+    claim_path("role")
+}
+v1_function!(auth_role, pg_finfo_auth_role, role, hide_statement = false);
+
+unsafe fn email(_: pg_sys::FunctionCallInfo) -> Answer {
+    claim_path("email")
+}
+v1_function!(auth_email, pg_finfo_auth_email, email, hide_statement = false);
+
+unsafe fn organization_id(_: pg_sys::FunctionCallInfo) -> Answer {
+    claim_path("o.id")
+}
+v1_function!(auth_organization_id, pg_finfo_auth_organization_id, organization_id, hide_statement = false);
+
+pgrx::extension_sql!(
+    r#"
+CREATE FUNCTION auth.user_id() RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_user_id';
+COMMENT ON FUNCTION auth.user_id() IS 'The sub claim of the session (NULL without one)';
+CREATE FUNCTION auth.uid() RETURNS uuid
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_uid';
+COMMENT ON FUNCTION auth.uid() IS 'The sub claim as a uuid (NULL when sub is not a UUID)';
+CREATE FUNCTION auth.claim(path text) RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_claim';
+COMMENT ON FUNCTION auth.claim(text) IS 'One claim as text; a dotted path reaches into nested objects';
+CREATE FUNCTION auth.session() RETURNS jsonb
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_session';
+COMMENT ON FUNCTION auth.session() IS 'All claims of the session';
+CREATE FUNCTION auth.jwt() RETURNS jsonb
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_session';
+COMMENT ON FUNCTION auth.jwt() IS 'All claims of the session (Supabase''s name)';
+CREATE FUNCTION auth.role() RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_role';
+CREATE FUNCTION auth.email() RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_email';
+CREATE FUNCTION auth.organization() RETURNS jsonb
+    LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT auth.session() -> 'o' $$;
+COMMENT ON FUNCTION auth.organization() IS 'The Neon Auth organization claim "o"';
+CREATE FUNCTION auth.organization_id() RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_organization_id';
+COMMENT ON FUNCTION auth.organization_id() IS 'The id of the Neon Auth organization claim "o"';
+"#,
+    name = "claims_api",
+);

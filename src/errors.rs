@@ -1,0 +1,135 @@
+//! Errors: every failure leaves as an `ereport(ERROR)` with a specific SQLSTATE. Functions that
+//! may carry a token raise with `errhidestmt`, so the statement (and the token in it) is not
+//! written to the server log either.
+
+use pg_rls_auth_core::{AuthError, ErrorKind};
+use pgrx::pg_sys;
+use std::ffi::{c_char, c_int};
+
+/// An error on its way out of a C-callable function: raised only after every Rust value on
+/// the stack is gone, because `errfinish` longjmps.
+#[derive(Debug)]
+pub struct Raise {
+    pub sqlstate: [u8; 5],
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+pub const INVALID_AUTHORIZATION: [u8; 5] = *b"28000";
+pub const INVALID_PARAMETER_VALUE: [u8; 5] = *b"22023";
+pub const OBJECT_NOT_IN_PREREQUISITE_STATE: [u8; 5] = *b"55000";
+/// PostgREST maps SQLSTATE `PTxyz` to HTTP status xyz.
+pub const TOO_MANY_REQUESTS: [u8; 5] = *b"PT429";
+
+impl Raise {
+    pub fn new(sqlstate: [u8; 5], message: impl Into<String>) -> Self {
+        Self { sqlstate, message: message.into(), detail: None, hint: None }
+    }
+
+    pub fn detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+impl From<AuthError> for Raise {
+    fn from(e: AuthError) -> Self {
+        let sqlstate = match e.kind {
+            ErrorKind::InvalidToken => INVALID_AUTHORIZATION,
+            ErrorKind::BadConfig | ErrorKind::InvalidArgument => INVALID_PARAMETER_VALUE,
+            ErrorKind::NotConfigured => OBJECT_NOT_IN_PREREQUISITE_STATE,
+        };
+        Raise::new(sqlstate, e.message)
+    }
+}
+
+unsafe extern "C-unwind" {
+    fn errstart(elevel: c_int, domain: *const c_char) -> bool;
+    fn errcode(sqlerrcode: c_int) -> c_int;
+    fn errmsg(fmt: *const c_char, ...) -> c_int;
+    fn errdetail(fmt: *const c_char, ...) -> c_int;
+    fn errhint(fmt: *const c_char, ...) -> c_int;
+    fn errfinish(filename: *const c_char, lineno: c_int, funcname: *const c_char);
+}
+
+fn make_sqlstate(code: [u8; 5]) -> c_int {
+    code.iter()
+        .map(|c| (c_int::from(*c) - c_int::from(b'0')) & 0x3F)
+        .enumerate()
+        .fold(0, |acc, (i, v)| acc | (v << (6 * i)))
+}
+
+/// A palloc'd C string: freed by PostgreSQL with the memory context, even after a longjmp.
+fn pstr(s: &str) -> *const c_char {
+    let bytes: Vec<u8> = s.bytes().map(|b| if b == 0 { b'?' } else { b }).collect();
+    unsafe {
+        let p = pg_sys::palloc(bytes.len() + 1) as *mut u8;
+        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
+        *p.add(bytes.len()) = 0;
+        p as *const c_char
+    }
+}
+
+/// Raises `r` as an ERROR. Call only from a frame that owns no other Rust values.
+///
+/// # Safety
+/// Must run on the backend's main thread, outside any pgrx guard (errfinish longjmps straight
+/// to PostgreSQL's handler).
+pub unsafe fn raise(r: Raise, hide_statement: bool) -> ! {
+    let code = make_sqlstate(r.sqlstate);
+    let message = pstr(&r.message);
+    let detail = r.detail.as_deref().map(pstr);
+    let hint = r.hint.as_deref().map(pstr);
+    drop(r);
+    unsafe {
+        if errstart(pgrx::PgLogLevel::ERROR as c_int, std::ptr::null()) {
+            errcode(code);
+            errmsg(c"%s".as_ptr(), message);
+            if let Some(d) = detail {
+                errdetail(c"%s".as_ptr(), d);
+            }
+            if let Some(h) = hint {
+                errhint(c"%s".as_ptr(), h);
+            }
+            if hide_statement {
+                pg_sys::errhidestmt(true);
+            }
+            errfinish(c"pg_rls_auth".as_ptr(), 0, c"pg_rls_auth".as_ptr());
+        }
+    }
+    unreachable!("ereport(ERROR) returned")
+}
+
+/// Raises through pgrx's error machinery (for `#[pg_extern]` functions). Standard SQLSTATEs only.
+pub fn report(r: Raise) -> ! {
+    let code = pg_sys::errcodes::PgSqlErrorCode::from(make_sqlstate(r.sqlstate));
+    let mut report = pg_sys::panic::ErrorReport::new(code, r.message, "pg_rls_auth");
+    if let Some(d) = r.detail {
+        report = report.set_detail(d);
+    }
+    if let Some(h) = r.hint {
+        report = report.set_hint(h);
+    }
+    report.report(pgrx::PgLogLevel::ERROR);
+    unreachable!("ereport(ERROR) returned")
+}
+
+pub trait OrReport<T> {
+    /// Unwraps, or raises the error through pgrx (`#[pg_extern]` functions).
+    fn or_report(self) -> T;
+}
+
+impl<T, E: Into<Raise>> OrReport<T> for Result<T, E> {
+    fn or_report(self) -> T {
+        match self {
+            Ok(v) => v,
+            Err(e) => report(e.into()),
+        }
+    }
+}

@@ -1,0 +1,318 @@
+//! Settings. Everything that decides whether a token is trusted is superuser-only (SUSET) or
+//! fixed at connection start (BACKEND): no ordinary role can bring its own key or claims.
+//! Assign hooks only bump a generation counter; values are parsed lazily where they are used,
+//! so a malformed value never stops the server and fails closed at the first auth.* call.
+
+use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
+use pgrx::{pg_guard, pg_sys, PostgresGucEnum};
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+pub static JWKS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static JWT_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static JWT_SECRET_IS_BASE64: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static ISSUER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static AUDIENCE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static LEEWAY: GucSetting<i32> = GucSetting::<i32>::new(60);
+pub static REQUIRE_EXP: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static MAX_TOKEN_BYTES: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
+pub static TRUST_REQUEST_CLAIMS: GucSetting<bool> = GucSetting::<bool>::new(true);
+pub static TRUSTED_PROXY: GucSetting<bool> = GucSetting::<bool>::new(false);
+pub static SESSION_JWK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static NEON_SESSION_JWK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static AUDIT_LOG: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// The verified session: `<epoch>:<claims JSON>`, written only by auth.jwt_session_init().
+pub static SESSION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static RATE_LIMIT_STORE: GucSetting<RateLimitStore> = GucSetting::<RateLimitStore>::new(RateLimitStore::Auto);
+pub static RATE_LIMIT_ACTION: GucSetting<RateLimitAction> = GucSetting::<RateLimitAction>::new(RateLimitAction::Error);
+pub static RATE_LIMIT_SLOTS: GucSetting<i32> = GucSetting::<i32>::new(65_536);
+
+pub const SESSION_GUC: &CStr = c"pg_rls_auth.session";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
+pub enum RateLimitStore {
+    Auto,
+    Memory,
+    Table,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
+pub enum RateLimitAction {
+    Error,
+    Deny,
+}
+
+/// Bumped whenever a setting that affects verification changes (including at rollback).
+pub static CONFIG_GENERATION: AtomicU64 = AtomicU64::new(1);
+/// Bumped whenever `pg_rls_auth.session` changes (SET, RESET, rollback, parallel restore).
+pub static SESSION_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+#[pg_guard]
+unsafe extern "C-unwind" fn config_changed_string(_new: *const c_char, _extra: *mut c_void) {
+    CONFIG_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+#[pg_guard]
+unsafe extern "C-unwind" fn config_changed_bool(_new: bool, _extra: *mut c_void) {
+    CONFIG_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+#[pg_guard]
+unsafe extern "C-unwind" fn config_changed_int(_new: i32, _extra: *mut c_void) {
+    CONFIG_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+#[pg_guard]
+unsafe extern "C-unwind" fn session_changed(_new: *const c_char, _extra: *mut c_void) {
+    SESSION_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A proxy's key is taken from the startup packet only: not from postgresql.conf, ALTER ROLE /
+/// DATABASE SET, or SET, where someone other than the proxy could have put it.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_startup_only(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    let empty = unsafe { (*newval).is_null() || **newval == 0 };
+    if empty || source == pg_sys::GucSource::PGC_S_DEFAULT || source == pg_sys::GucSource::PGC_S_CLIENT {
+        return true;
+    }
+    unsafe {
+        pg_sys::GUC_check_errdetail_string =
+            pg_sys::pstrdup(c"It can only be sent in the connection startup packet (trusted-proxy mode).".as_ptr());
+    }
+    false
+}
+
+/// Reads a string setting without copying; empty and unset are both None.
+pub fn string_value(setting: &GucSetting<Option<CString>>) -> Option<&'static str> {
+    let ptr = unsafe { *setting.as_ptr() };
+    if ptr.is_null() {
+        return None;
+    }
+    let s = unsafe { CStr::from_ptr(ptr) }.to_str().ok()?;
+    (!s.is_empty()).then_some(s)
+}
+
+/// Raw pointer of the session setting, for a cheap "did it change" check.
+pub fn session_value() -> Option<&'static str> {
+    string_value(&SESSION)
+}
+
+fn define_string(
+    name: &'static CStr,
+    short: &'static CStr,
+    long: &'static CStr,
+    setting: &'static GucSetting<Option<CString>>,
+    context: GucContext,
+    flags: GucFlags,
+    check: pg_sys::GucStringCheckHook,
+    assign: pg_sys::GucStringAssignHook,
+) {
+    unsafe {
+        GucRegistry::define_string_guc_with_hooks(name, short, long, setting, context, flags, check, assign, None)
+    }
+}
+
+fn define_bool(name: &'static CStr, short: &'static CStr, long: &'static CStr, setting: &'static GucSetting<bool>, context: GucContext) {
+    unsafe {
+        GucRegistry::define_bool_guc_with_hooks(
+            name,
+            short,
+            long,
+            setting,
+            context,
+            GucFlags::default(),
+            None,
+            Some(config_changed_bool),
+            None,
+        )
+    }
+}
+
+/// True when the named setting is already defined by a loaded library (not a placeholder).
+fn defined_elsewhere(name: &CStr) -> bool {
+    let flags = unsafe { pg_sys::GetConfigOptionFlags(name.as_ptr(), true) };
+    flags != 0 && (flags & pg_sys::GUC_CUSTOM_PLACEHOLDER as i32) == 0
+}
+
+fn not_in_sample() -> GucFlags {
+    GucFlags::from_bits_retain(pg_sys::GUC_NOT_IN_SAMPLE as i32)
+}
+
+pub fn init() {
+    let hidden = GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL;
+    define_string(
+        c"pg_rls_auth.jwks",
+        c"Public keys that verify tokens: a JWK or a JWKS (JSON).",
+        c"Keys are picked by the token's kid; each key's alg, use and key_ops are honoured. Superuser-only; reload to rotate.",
+        &JWKS,
+        GucContext::Suset,
+        GucFlags::default(),
+        None,
+        Some(config_changed_string),
+    );
+    define_string(
+        c"pg_rls_auth.jwt_secret",
+        c"HMAC secret for HS256/HS384/HS512 tokens (at least 32 bytes).",
+        c"Hidden from non-superusers.",
+        &JWT_SECRET,
+        GucContext::Suset,
+        hidden,
+        None,
+        Some(config_changed_string),
+    );
+    define_bool(
+        c"pg_rls_auth.jwt_secret_is_base64",
+        c"Whether pg_rls_auth.jwt_secret is base64-encoded.",
+        c"",
+        &JWT_SECRET_IS_BASE64,
+        GucContext::Suset,
+    );
+    define_string(
+        c"pg_rls_auth.issuer",
+        c"When set, a token's iss claim must equal it.",
+        c"",
+        &ISSUER,
+        GucContext::Suset,
+        GucFlags::default(),
+        None,
+        Some(config_changed_string),
+    );
+    define_string(
+        c"pg_rls_auth.audience",
+        c"When set, a token's aud claim must contain one of these (comma-separated) audiences.",
+        c"",
+        &AUDIENCE,
+        GucContext::Suset,
+        GucFlags::default(),
+        None,
+        Some(config_changed_string),
+    );
+    unsafe {
+        GucRegistry::define_int_guc_with_hooks(
+            c"pg_rls_auth.leeway",
+            c"Clock skew tolerated when checking exp and nbf.",
+            c"",
+            &LEEWAY,
+            0,
+            3600,
+            GucContext::Suset,
+            GucFlags::UNIT_S,
+            None,
+            Some(config_changed_int),
+            None,
+        );
+        GucRegistry::define_int_guc_with_hooks(
+            c"pg_rls_auth.max_token_bytes",
+            c"Longest token accepted.",
+            c"Longer tokens are refused before any parsing.",
+            &MAX_TOKEN_BYTES,
+            256,
+            1024 * 1024,
+            GucContext::Suset,
+            GucFlags::UNIT_BYTE,
+            None,
+            Some(config_changed_int),
+            None,
+        );
+    }
+    define_bool(c"pg_rls_auth.require_exp", c"Whether tokens must carry an exp claim.", c"", &REQUIRE_EXP, GucContext::Suset);
+    define_bool(
+        c"pg_rls_auth.trust_request_claims",
+        c"With no key configured, read claims from request.jwt.claims (PostgREST, Supabase).",
+        c"Ignored while a key is configured. Turn off where clients can SET request.jwt.claims themselves.",
+        &TRUST_REQUEST_CLAIMS,
+        GucContext::Suset,
+    );
+    define_bool(
+        c"pg_rls_auth.trusted_proxy",
+        c"Accept a JWK sent by the connecting proxy at connection start.",
+        c"Only for deployments where a proxy owns every connection (as Neon's does). Tokens verified by that key need an increasing integer jti.",
+        &TRUSTED_PROXY,
+        GucContext::Suset,
+    );
+    define_string(
+        c"pg_rls_auth.session_jwk",
+        c"JWK sent by a trusted proxy in the startup packet.",
+        c"Used only when pg_rls_auth.trusted_proxy is on.",
+        &SESSION_JWK,
+        GucContext::Backend,
+        not_in_sample(),
+        Some(check_startup_only),
+        Some(config_changed_string),
+    );
+    if !defined_elsewhere(c"pg_session_jwt.jwk") {
+        define_string(
+            c"pg_session_jwt.jwk",
+            c"pg_session_jwt's name for pg_rls_auth.session_jwk.",
+            c"Used only when pg_rls_auth.trusted_proxy is on.",
+            &NEON_SESSION_JWK,
+            GucContext::Backend,
+            not_in_sample(),
+            Some(check_startup_only),
+            Some(config_changed_string),
+        );
+    }
+    define_bool(
+        c"pg_rls_auth.audit_log",
+        c"Log every token verification and rejection.",
+        c"",
+        &AUDIT_LOG,
+        GucContext::Suset,
+    );
+    define_string(
+        SESSION_GUC,
+        c"The verified session (internal; written by auth.jwt_session_init).",
+        c"",
+        &SESSION,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL | not_in_sample() | GucFlags::DISALLOW_IN_FILE | GucFlags::SUPERUSER_ONLY,
+        None,
+        Some(session_changed),
+    );
+    GucRegistry::define_enum_guc(
+        c"pg_rls_auth.rate_limit_store",
+        c"Where auth.check_write_rate keeps its state: auto, memory or table.",
+        c"auto uses shared memory when the library is preloaded, else the table auth.write_rate_state.",
+        &RATE_LIMIT_STORE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"pg_rls_auth.rate_limit_action",
+        c"What auth.check_write_rate does over the limit: error (SQLSTATE PT429) or deny (returns false).",
+        c"",
+        &RATE_LIMIT_ACTION,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_rls_auth.rate_limit_slots",
+        c"Keys the shared-memory rate-limit store holds (needs shared_preload_libraries).",
+        c"When full, replenished keys are evicted first, then the least restrictive.",
+        &RATE_LIMIT_SLOTS,
+        1024,
+        64 * 1024 * 1024,
+        GucContext::Postmaster,
+        GucFlags::default(),
+    );
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"pg_rls_auth".as_ptr()) };
+}
+
+/// Sets the session setting from C, at superuser level, as SET or SET LOCAL would.
+pub fn set_session(value: &str, local: bool) {
+    let value = CString::new(value).expect("JSON text has no NUL byte");
+    let action = if local { pg_sys::GucAction::GUC_ACTION_LOCAL } else { pg_sys::GucAction::GUC_ACTION_SET };
+    unsafe {
+        pg_sys::set_config_option(
+            SESSION_GUC.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            action,
+            true,
+            pgrx::PgLogLevel::ERROR as i32,
+            false,
+        );
+    }
+}

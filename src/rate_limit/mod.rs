@@ -1,0 +1,243 @@
+//! auth.check_write_rate() and friends: GCRA (see `pg_rls_auth_core::gcra`) over one of two
+//! stores, chosen by `pg_rls_auth.rate_limit_store`.
+
+mod memory_store;
+mod table_store;
+
+use crate::errors::{OrReport, Raise, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE, TOO_MANY_REQUESTS};
+use crate::fmgr::arg;
+use crate::guc::{self, RateLimitAction, RateLimitStore};
+use crate::v1_function;
+use pg_rls_auth_core::gcra::{Decision, Limit, NANOS_PER_SEC};
+use pgrx::prelude::*;
+use std::cell::Cell;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Longest bucket + key accepted; the table store indexes them.
+const MAX_KEY_BYTES: usize = 1024;
+
+pub fn init() {
+    memory_store::init();
+    table_store::init();
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Store {
+    Memory,
+    Table,
+}
+
+impl Store {
+    fn name(self) -> &'static str {
+        match self {
+            Store::Memory => "memory",
+            Store::Table => "table",
+        }
+    }
+}
+
+fn store() -> Result<Store, Raise> {
+    match (guc::RATE_LIMIT_STORE.get(), memory_store::available()) {
+        (RateLimitStore::Auto, true) | (RateLimitStore::Memory, true) => Ok(Store::Memory),
+        (RateLimitStore::Auto, false) | (RateLimitStore::Table, _) => Ok(Store::Table),
+        (RateLimitStore::Memory, false) => Err(Raise::new(
+            OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pg_rls_auth.rate_limit_store = memory needs pg_rls_auth in shared_preload_libraries",
+        )
+        .hint("Add it and restart, or use the table store.")),
+    }
+}
+
+fn now_ns() -> i128 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
+}
+
+fn checked_key<'a>(key: Option<&'a str>, bucket: Option<&'a str>) -> Result<(&'a str, &'a str), Raise> {
+    let key = key.ok_or_else(|| Raise::new(INVALID_PARAMETER_VALUE, "the rate-limit key must not be NULL"))?;
+    let bucket = bucket.ok_or_else(|| Raise::new(INVALID_PARAMETER_VALUE, "the rate-limit bucket must not be NULL"))?;
+    if key.len() + bucket.len() > MAX_KEY_BYTES {
+        return Err(Raise::new(
+            INVALID_PARAMETER_VALUE,
+            format!("the rate-limit key and bucket are {} bytes; at most {MAX_KEY_BYTES} are allowed", key.len() + bucket.len()),
+        ));
+    }
+    Ok((key, bucket))
+}
+
+fn checked_limit(max_writes: Option<i32>, window_seconds: Option<i32>) -> Result<Limit, Raise> {
+    match (max_writes, window_seconds) {
+        (Some(m), Some(w)) => Limit::new(m, w).map_err(Raise::from),
+        _ => Err(Raise::new(INVALID_PARAMETER_VALUE, "max_writes and window_seconds must not be NULL")),
+    }
+}
+
+/// Counters for auth.write_rate_stats(): in shared memory when preloaded, else this backend's.
+#[derive(Default, Clone, Copy)]
+pub struct Counters {
+    pub checks: u64,
+    pub admitted: u64,
+    pub rejected: u64,
+    pub evictions: u64,
+}
+
+thread_local! {
+    static LOCAL_COUNTERS: Cell<Counters> = Cell::new(Counters::default());
+}
+
+fn count(allowed: bool, evicted: bool) {
+    if !memory_store::count(allowed, evicted) {
+        LOCAL_COUNTERS.with(|c| {
+            let mut v = c.get();
+            v.checks += 1;
+            v.admitted += u64::from(allowed);
+            v.rejected += u64::from(!allowed);
+            v.evictions += u64::from(evicted);
+            c.set(v);
+        });
+    }
+}
+
+fn decide(bucket: &str, key: &str, limit: Limit, consume: bool) -> Result<Decision, Raise> {
+    let now = now_ns();
+    let (decision, evicted) = match store()? {
+        Store::Memory => memory_store::decide(bucket, key, limit, now, consume),
+        Store::Table => (table_store::decide(bucket, key, limit, now, consume)?, false),
+    };
+    if consume {
+        count(decision.allowed, evicted);
+    }
+    Ok(decision)
+}
+
+fn seconds(ns: i128) -> f64 {
+    ns as f64 / NANOS_PER_SEC as f64
+}
+
+unsafe fn check_write_rate_with(fcinfo: pg_sys::FunctionCallInfo, key: Option<String>) -> Result<Option<pg_sys::Datum>, Raise> {
+    let max_writes = unsafe { arg::<i32>(fcinfo, 1) };
+    let window_seconds = unsafe { arg::<i32>(fcinfo, 2) };
+    let bucket = unsafe { arg::<&str>(fcinfo, 3) };
+    let (key, bucket) = checked_key(key.as_deref(), bucket)?;
+    let limit = checked_limit(max_writes, window_seconds)?;
+    let decision = decide(bucket, key, limit, true)?;
+    if decision.allowed {
+        return Ok(Some(true.into()));
+    }
+    if guc::RATE_LIMIT_ACTION.get() == RateLimitAction::Deny {
+        return Ok(Some(false.into()));
+    }
+    let retry = seconds(decision.retry_after_ns).ceil().max(1.0);
+    Err(Raise::new(TOO_MANY_REQUESTS, "rate limit exceeded")
+        .detail(format!(
+            "The limit is {} write{} per {} seconds (bucket \"{bucket}\").",
+            limit.max_writes(),
+            if limit.max_writes() == 1 { "" } else { "s" },
+            limit.window_seconds()
+        ))
+        .hint(format!("The next write is allowed in {retry} seconds.")))
+}
+
+unsafe fn check_write_rate_text(fcinfo: pg_sys::FunctionCallInfo) -> Result<Option<pg_sys::Datum>, Raise> {
+    let key = unsafe { arg::<&str>(fcinfo, 0) }.map(String::from);
+    unsafe { check_write_rate_with(fcinfo, key) }
+}
+v1_function!(auth_check_write_rate, pg_finfo_auth_check_write_rate, check_write_rate_text, hide_statement = false);
+
+unsafe fn check_write_rate_uuid(fcinfo: pg_sys::FunctionCallInfo) -> Result<Option<pg_sys::Datum>, Raise> {
+    let key = unsafe { arg::<pgrx::Uuid>(fcinfo, 0) }.map(|u| u.to_string());
+    unsafe { check_write_rate_with(fcinfo, key) }
+}
+v1_function!(auth_check_write_rate_uuid, pg_finfo_auth_check_write_rate_uuid, check_write_rate_uuid, hide_statement = false);
+
+/// Where a key stands, without consuming a write.
+#[pg_extern(volatile, parallel_unsafe)]
+fn write_rate_status(
+    key: Option<&str>,
+    max_writes: Option<i32>,
+    window_seconds: Option<i32>,
+    bucket: default!(Option<&str>, "'default'"),
+) -> TableIterator<
+    'static,
+    (
+        name!(allowed, bool),
+        name!(remaining, i32),
+        name!(retry_after_seconds, f64),
+        name!(reset_after_seconds, f64),
+    ),
+> {
+    let (key, bucket) = checked_key(key, bucket).or_report();
+    let limit = checked_limit(max_writes, window_seconds).or_report();
+    let d = decide(bucket, key, limit, false).or_report();
+    TableIterator::once((d.allowed, d.remaining as i32, seconds(d.retry_after_ns), seconds(d.reset_after_ns.max(0))))
+}
+
+/// Forgets a key's state in the current store (privileged: EXECUTE is revoked from PUBLIC).
+#[pg_extern(volatile, parallel_unsafe)]
+fn reset_write_rate(key: Option<&str>, bucket: default!(Option<&str>, "'default'")) -> bool {
+    let (key, bucket) = checked_key(key, bucket).or_report();
+    match store().or_report() {
+        Store::Memory => memory_store::reset(bucket, key),
+        Store::Table => table_store::reset(bucket, key).or_report(),
+    }
+}
+
+#[pg_extern(volatile, parallel_unsafe)]
+fn write_rate_stats() -> TableIterator<
+    'static,
+    (
+        name!(store, String),
+        name!(slots_used, i64),
+        name!(slots_total, i64),
+        name!(checks, i64),
+        name!(admitted, i64),
+        name!(rejected, i64),
+        name!(evictions, i64),
+    ),
+> {
+    let store = store().or_report();
+    let counters = memory_store::counters().unwrap_or_else(|| LOCAL_COUNTERS.with(Cell::get));
+    let (used, total) = match store {
+        Store::Memory => memory_store::usage(),
+        Store::Table => (table_store::rows().or_report(), -1),
+    };
+    TableIterator::once((
+        store.name().to_string(),
+        used,
+        total,
+        counters.checks as i64,
+        counters.admitted as i64,
+        counters.rejected as i64,
+        counters.evictions as i64,
+    ))
+}
+
+pgrx::extension_sql!(
+    r#"
+CREATE FUNCTION auth.check_write_rate(key text, max_writes integer, window_seconds integer, bucket text DEFAULT 'default')
+    RETURNS boolean LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'auth_check_write_rate';
+COMMENT ON FUNCTION auth.check_write_rate(text, integer, integer, text) IS
+    'Admits a write for (bucket, key) under max_writes per window_seconds (GCRA); over the limit raises SQLSTATE PT429';
+CREATE FUNCTION auth.check_write_rate(key uuid, max_writes integer, window_seconds integer, bucket text DEFAULT 'default')
+    RETURNS boolean LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'auth_check_write_rate_uuid';
+CREATE TABLE auth.write_rate_state (
+    bucket text NOT NULL,
+    key text NOT NULL,
+    tat numeric NOT NULL,
+    scale integer NOT NULL,
+    PRIMARY KEY (bucket, key)
+);
+COMMENT ON TABLE auth.write_rate_state IS
+    'pg_rls_auth table store: GCRA theoretical arrival time per key, in units of 1/scale ns since the Unix epoch';
+REVOKE ALL ON auth.write_rate_state FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('auth.write_rate_state', '');
+"#,
+    name = "rate_limit_sql",
+);
+
+pgrx::extension_sql!(
+    r#"
+REVOKE EXECUTE ON FUNCTION auth.reset_write_rate(text, text) FROM PUBLIC;
+"#,
+    name = "rate_limit_grants",
+    requires = [reset_write_rate],
+);

@@ -1,0 +1,328 @@
+//! Per-backend session state. The verified session lives in the internal setting
+//! `pg_rls_auth.session`, so PostgreSQL's GUC machinery gives it transaction semantics for free
+//! (ROLLBACK restores, SET LOCAL ends at transaction end, RESET ALL / DISCARD ALL clear it,
+//! parallel workers receive it). Only C code can write it: it is SUSET, and set here at
+//! superuser level after a token verified.
+//!
+//! Everything the SQL API reads is cached per generation (see `guc.rs`), so the hot path is two
+//! integer comparisons and a copy of a cached value.
+
+use crate::errors::Raise;
+use crate::guc;
+use pg_rls_auth_core::claims::{parse_uuid, value_as_text};
+use pg_rls_auth_core::keys::KeyOrigin;
+use pg_rls_auth_core::{verify_token, AuthError, ClaimPolicy, Claims, KeySet};
+use pgrx::pg_sys;
+use std::cell::{OnceCell, RefCell};
+use std::collections::VecDeque;
+use std::ffi::CStr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Everything the verification settings say, parsed once per change.
+pub struct Config {
+    generation: u64,
+    keys: Result<KeySet, AuthError>,
+    /// A key (or secret) is configured: claims come only from verified tokens.
+    pub verified_mode: bool,
+    policy: ClaimPolicy,
+    max_token_bytes: usize,
+}
+
+/// One session's claims and the answers derived from them.
+pub struct Session {
+    pub claims: Claims,
+    pub user_id: Option<String>,
+    pub uid: Option<[u8; 16]>,
+    jsonb: OnceCell<Vec<u8>>,
+    last_claim: RefCell<Option<(String, Option<String>)>>,
+}
+
+impl Session {
+    fn new(claims: Claims, legacy_sub: Option<String>) -> Self {
+        let user_id = legacy_sub.or_else(|| claims.subject());
+        let uid = user_id.as_deref().and_then(parse_uuid);
+        Self { claims, user_id, uid, jsonb: OnceCell::new(), last_claim: RefCell::new(None) }
+    }
+
+    /// The claims as a jsonb varlena, built once (jsonb_in) and copied out per call.
+    pub fn jsonb_bytes(&self) -> &[u8] {
+        self.jsonb.get_or_init(|| {
+            let text = std::ffi::CString::new(self.claims.to_json()).expect("JSON has no NUL byte");
+            unsafe {
+                let datum = pgrx::direct_function_call_as_datum(
+                    pg_sys::jsonb_in,
+                    &[Some(pg_sys::Datum::from(text.as_ptr()))],
+                )
+                .expect("jsonb_in returns a value");
+                let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
+                let len = pgrx::varsize_any(ptr);
+                std::slice::from_raw_parts(ptr as *const u8, len).to_vec()
+            }
+        })
+    }
+
+    /// One claim by dotted path, as text; the last path asked is cached.
+    pub fn claim_text(&self, path: &str) -> Option<String> {
+        if let Some((p, v)) = &*self.last_claim.borrow() {
+            if p == path {
+                return v.clone();
+            }
+        }
+        let value = self.claims.get_path(path).and_then(value_as_text);
+        *self.last_claim.borrow_mut() = Some((path.to_string(), value.clone()));
+        value
+    }
+}
+
+struct CachedToken {
+    token: String,
+    claims: Claims,
+    origin: KeyOrigin,
+}
+
+/// Tokens whose signature already verified in this backend (re-init skips the signature).
+const TOKEN_CACHE_SIZE: usize = 16;
+
+#[derive(Default)]
+struct Backend {
+    config: Option<Rc<Config>>,
+    verified_generation: u64,
+    verified: Option<Rc<Session>>,
+    fallback_source: Option<(String, Option<String>)>,
+    fallback: Option<Rc<Session>>,
+    tokens: VecDeque<CachedToken>,
+    last_proxy_jti: Option<i64>,
+    /// Sessions stored under an older epoch were revoked by a failed init.
+    epoch: u64,
+}
+
+thread_local! {
+    static BACKEND: RefCell<Backend> = RefCell::new(Backend { epoch: 1, ..Default::default() });
+}
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+fn load_config(generation: u64) -> Config {
+    let mut keys = KeySet::new();
+    let mut result = Ok(());
+    if let Some(jwks) = guc::string_value(&guc::JWKS) {
+        result = keys.add_jwks(jwks, KeyOrigin::Configured, "pg_rls_auth.jwks");
+    }
+    if let (Ok(()), Some(secret)) = (&result, guc::string_value(&guc::JWT_SECRET)) {
+        result = keys.add_hmac_secret(secret, guc::JWT_SECRET_IS_BASE64.get(), "pg_rls_auth.jwt_secret");
+    }
+    if guc::TRUSTED_PROXY.get() {
+        for (setting, name) in [(&guc::SESSION_JWK, "pg_rls_auth.session_jwk"), (&guc::NEON_SESSION_JWK, "pg_session_jwt.jwk")] {
+            if let (Ok(()), Some(jwk)) = (&result, guc::string_value(setting)) {
+                result = keys.add_jwks(jwk, KeyOrigin::TrustedProxy, name);
+            }
+        }
+    }
+    let configured = guc::string_value(&guc::JWKS).is_some()
+        || guc::string_value(&guc::JWT_SECRET).is_some()
+        || (guc::TRUSTED_PROXY.get()
+            && (guc::string_value(&guc::SESSION_JWK).is_some() || guc::string_value(&guc::NEON_SESSION_JWK).is_some()));
+    let audiences = guc::string_value(&guc::AUDIENCE)
+        .map(|a| a.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect())
+        .unwrap_or_default();
+    Config {
+        generation,
+        keys: result.map(|()| keys),
+        verified_mode: configured,
+        policy: ClaimPolicy {
+            leeway_secs: i64::from(guc::LEEWAY.get()),
+            require_exp: guc::REQUIRE_EXP.get(),
+            issuer: guc::string_value(&guc::ISSUER).map(String::from),
+            audiences,
+        },
+        max_token_bytes: guc::MAX_TOKEN_BYTES.get() as usize,
+    }
+}
+
+fn config(backend: &mut Backend) -> Rc<Config> {
+    let generation = guc::CONFIG_GENERATION.load(Ordering::Relaxed);
+    match &backend.config {
+        Some(c) if c.generation == generation => c.clone(),
+        _ => {
+            let c = Rc::new(load_config(generation));
+            backend.config = Some(c.clone());
+            backend.tokens.clear();
+            c
+        }
+    }
+}
+
+/// Checks the configuration now: the error auth.* calls would raise, if any.
+pub fn check_config() -> Result<(), Raise> {
+    BACKEND.with_borrow_mut(|b| match &config(b).keys {
+        Err(e) => Err(e.clone().into()),
+        Ok(_) => Ok(()),
+    })
+}
+
+/// `<epoch>:<claims>` — parses the epoch prefix of a stored session.
+fn split_stored(value: &str) -> Option<(u64, &str)> {
+    let (epoch, json) = value.split_once(':')?;
+    Some((epoch.parse().ok()?, json))
+}
+
+fn in_parallel_worker() -> bool {
+    unsafe { pg_sys::ParallelWorkerNumber >= 0 }
+}
+
+fn verified_session(backend: &mut Backend) -> Result<Option<Rc<Session>>, Raise> {
+    let generation = guc::SESSION_GENERATION.load(Ordering::Relaxed);
+    if backend.verified_generation != generation {
+        backend.verified = match guc::session_value().and_then(split_stored) {
+            // A worker trusts what its leader passed; the leader already applied revocation.
+            Some((epoch, json)) if epoch == backend.epoch || in_parallel_worker() => {
+                Some(Rc::new(Session::new(Claims::from_trusted_json(json).map_err(Raise::from)?, None)))
+            }
+            _ => None,
+        };
+        backend.verified_generation = generation;
+    }
+    Ok(backend.verified.clone())
+}
+
+fn get_config_string(name: &CStr) -> Option<&'static str> {
+    let ptr = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
+    if ptr.is_null() {
+        return None;
+    }
+    unsafe { CStr::from_ptr(ptr) }.to_str().ok().filter(|s| !s.is_empty())
+}
+
+/// PostgREST's claims: `request.jwt.claims`, and the legacy `request.jwt.claim.sub`.
+fn fallback_session(backend: &mut Backend) -> Result<Option<Rc<Session>>, Raise> {
+    let claims = get_config_string(c"request.jwt.claims");
+    let legacy_sub = get_config_string(c"request.jwt.claim.sub");
+    let source = (claims.unwrap_or("").to_string(), legacy_sub.map(String::from));
+    if backend.fallback_source.as_ref() != Some(&source) {
+        backend.fallback = match (claims, legacy_sub) {
+            (None, None) => None,
+            (c, s) => {
+                let claims = match c {
+                    Some(json) => Claims::from_trusted_json(json).map_err(|e| {
+                        Raise::new(crate::errors::INVALID_PARAMETER_VALUE, format!("request.jwt.claims: {}", e.message))
+                    })?,
+                    None => Claims::from_map(Default::default()),
+                };
+                Some(Rc::new(Session::new(claims, s.map(String::from))))
+            }
+        };
+        backend.fallback_source = Some(source);
+    }
+    Ok(backend.fallback.clone())
+}
+
+/// The session the SQL API answers from: the verified one while a key is configured, else
+/// PostgREST's claims (when trusted), else none.
+pub fn current() -> Result<Option<Rc<Session>>, Raise> {
+    BACKEND.with_borrow_mut(|b| {
+        let config = config(b);
+        if config.verified_mode {
+            if let Err(e) = &config.keys {
+                return Err(e.clone().into());
+            }
+            verified_session(b)
+        } else if guc::TRUST_REQUEST_CLAIMS.get() {
+            fallback_session(b)
+        } else {
+            Ok(None)
+        }
+    })
+}
+
+fn audit(message: &str) {
+    if guc::AUDIT_LOG.get() {
+        pgrx::log!("pg_rls_auth: {message}");
+    }
+}
+
+/// Verifies `token` and makes its claims the session (transaction-local with `local`).
+pub fn init(token: &str, local: bool) -> Result<(), Raise> {
+    let outcome = BACKEND.with_borrow_mut(|b| verify_cached(b, token));
+    match outcome {
+        Ok(claims) => {
+            let epoch = BACKEND.with_borrow(|b| b.epoch);
+            audit(&format!("token verified (sub {:?})", claims.subject().unwrap_or_default()));
+            guc::set_session(&format!("{epoch}:{}", claims.to_json()), local);
+            Ok(())
+        }
+        Err(e) => {
+            audit(&format!("token rejected: {}", e.message));
+            // A failed init leaves no session, even after this transaction rolls back.
+            BACKEND.with_borrow_mut(|b| {
+                b.epoch += 1;
+                b.verified_generation = 0;
+            });
+            Err(e)
+        }
+    }
+}
+
+fn verify_cached(b: &mut Backend, token: &str) -> Result<Claims, Raise> {
+    let config = config(b);
+    let keys = config.keys.as_ref().map_err(|e| Raise::from(e.clone()))?;
+    if !config.verified_mode {
+        return Err(AuthError::not_configured(
+            "no key is configured: set pg_rls_auth.jwks or pg_rls_auth.jwt_secret",
+        )
+        .into());
+    }
+    let now = now_secs();
+    let cached = b.tokens.iter().position(|t| t.token == token);
+    let (claims, origin) = match cached {
+        Some(i) => {
+            let t = &b.tokens[i];
+            t.claims.check_times(&config.policy, now)?;
+            (t.claims.clone(), t.origin)
+        }
+        None => {
+            let verified = verify_token(token, keys, &config.policy, config.max_token_bytes, now)?;
+            if b.tokens.len() == TOKEN_CACHE_SIZE {
+                b.tokens.pop_back();
+            }
+            b.tokens.push_front(CachedToken {
+                token: token.to_string(),
+                claims: verified.claims.clone(),
+                origin: verified.key_origin,
+            });
+            (verified.claims, verified.key_origin)
+        }
+    };
+    if origin == KeyOrigin::TrustedProxy {
+        let jti = claims.jti_integer().ok_or_else(|| {
+            AuthError::invalid_token("tokens verified by the proxy's key need an integer jti claim")
+        })?;
+        if b.last_proxy_jti.is_some_and(|last| jti <= last) {
+            return Err(AuthError::invalid_token(
+                "the token's jti is not greater than the previous one's (replayed token)",
+            )
+            .into());
+        }
+        b.last_proxy_jti = Some(jti);
+    }
+    Ok(claims)
+}
+
+/// Ends the session (transactionally, like SET).
+pub fn end() {
+    guc::set_session("", false);
+}
+
+/// Before a query starts (and before it can enter parallel mode), a session revoked by a
+/// failed init is cleared in the setting too, so parallel workers never receive it.
+pub fn clear_revoked_session() {
+    let stale = BACKEND.with_borrow(|b| {
+        b.epoch > 1 && guc::session_value().and_then(split_stored).is_some_and(|(e, _)| e != b.epoch)
+    });
+    if stale && !in_parallel_worker() && unsafe { !pg_sys::IsInParallelMode() } {
+        guc::set_session("", false);
+    }
+}
