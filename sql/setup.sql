@@ -10,4 +10,3 @@ SELECT count(*) AS users_untouched FROM auth.users;
 -- Ordinary roles used by the rest of the suite.
 CREATE ROLE alice LOGIN;
 CREATE ROLE bob LOGIN;
-GRANT USAGE ON SCHEMA auth TO PUBLIC;

@@ -61,6 +61,8 @@ v1_function!(auth_organization_id, pg_finfo_auth_organization_id, organization_i
 
 pgrx::extension_sql!(
     r#"
+-- Policies of every role call these functions: the schema must be usable by all.
+GRANT USAGE ON SCHEMA auth TO PUBLIC;
 CREATE FUNCTION auth.user_id() RETURNS text
     LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_user_id';
 COMMENT ON FUNCTION auth.user_id() IS 'The sub claim of the session (NULL without one)';
@@ -88,4 +90,5 @@ CREATE FUNCTION auth.organization_id() RETURNS text
 COMMENT ON FUNCTION auth.organization_id() IS 'The id of the Neon Auth organization claim "o"';
 "#,
     name = "claims_api",
+    bootstrap,
 );
