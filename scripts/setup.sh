@@ -35,6 +35,14 @@ else
   log "cargo-pgrx $PGRX_VERSION present"
 fi
 
+# The core's tests check tokens signed by an independent implementation (PyJWT on OpenSSL).
+if ! python3 -c 'import jwt, cryptography' 2>/dev/null; then
+  log "installing PyJWT and cryptography"
+  python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore pyjwt cryptography
+else
+  log "PyJWT present"
+fi
+
 PGRX_HOME="${PGRX_HOME:-$HOME/.pgrx}"
 if ! grep -qs "pg15 = \"$PG_CONFIG\"" "$PGRX_HOME/config.toml"; then
   log "cargo pgrx init --pg15 $PG_CONFIG"
