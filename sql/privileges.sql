@@ -9,7 +9,7 @@ SET pg_rls_auth.trusted_proxy = on;
 SET pg_rls_auth.trust_request_claims = off;
 SET pg_rls_auth.leeway = 3600;
 SET pg_rls_auth.require_exp = off;
-SET pg_rls_auth.rate_limit_store = table;
+SET pg_rls_auth.rate_limit_store = 'table';
 SET pg_rls_auth.rate_limit_action = deny;
 SET pg_rls_auth.session = '1:{"sub":"mallory"}';
 SELECT set_config('pg_rls_auth.session', '1:{"sub":"mallory"}', true);
@@ -18,7 +18,7 @@ ALTER ROLE alice SET pg_rls_auth.jwks = '{}';
 ALTER ROLE alice SET pg_rls_auth.session = '1:{"sub":"mallory"}';
 SET pg_rls_auth.session_jwk = '{}';
 -- A function carrying the setting cannot apply it either.
-CREATE FUNCTION public.forge() RETURNS text LANGUAGE sql SET pg_rls_auth.session = '1:{"sub":"mallory"}' AS $$ SELECT auth.user_id() $$;
+CREATE FUNCTION pg_temp.forge() RETURNS text LANGUAGE sql SET pg_rls_auth.session = '1:{"sub":"mallory"}' AS $$ SELECT auth.user_id() $$;
 -- The secret is hidden.
 SHOW pg_rls_auth.jwt_secret;
 SELECT current_setting('pg_rls_auth.jwt_secret');

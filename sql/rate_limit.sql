@@ -37,7 +37,7 @@ SELECT auth.check_write_rate('alice', 3, 3600);
 RESET ROLE;
 
 -- The table store: same semantics, state in auth.write_rate_state, written at commit.
-SET pg_rls_auth.rate_limit_store = table;
+SET pg_rls_auth.rate_limit_store = 'table';
 SET ROLE alice;
 SELECT auth.check_write_rate('alice', 3, 3600) FROM generate_series(1, 3);
 SELECT auth.check_write_rate('alice', 3, 3600);

@@ -1,13 +1,13 @@
 -- Verified sessions: keys configured by a superuser, tokens minted with the token kit, every
 -- read done by an ordinary role.
 \set VERBOSITY terse
-SELECT auth.generate_jwk('EdDSA') AS ed_key \gset
-SELECT auth.generate_jwk('ES256') AS es_key \gset
-SELECT auth.generate_jwk('RS256') AS rs_key \gset
-SELECT set_config('pg_rls_auth.jwks',
-       jsonb_build_object('keys', jsonb_build_array(auth.public_jwk(:'ed_key'), auth.public_jwk(:'es_key'),
-                                                    auth.public_jwk(:'rs_key')))::text, false) IS NOT NULL AS keys_set;
-SELECT set_config('pg_rls_auth.jwt_secret', 'a-secret-of-at-least-thirty-two-bytes!!', false) IS NOT NULL AS secret_set;
+SELECT jsonb_set(auth.generate_jwk('EdDSA'), '{kid}', '"ed-key"') AS ed_key \gset
+SELECT jsonb_set(auth.generate_jwk('ES256'), '{kid}', '"es-key"') AS es_key \gset
+SELECT jsonb_set(auth.generate_jwk('RS256'), '{kid}', '"rs-key"') AS rs_key \gset
+SELECT jsonb_build_object('keys', jsonb_build_array(auth.public_jwk(:'ed_key'), auth.public_jwk(:'es_key'),
+                                                    auth.public_jwk(:'rs_key')))::text AS jwks \gset
+\set configure_keys 'SELECT set_config(''pg_rls_auth.jwks'', :''jwks'', false) IS NOT NULL AS keys_set, set_config(''pg_rls_auth.jwt_secret'', ''a-secret-of-at-least-thirty-two-bytes!!'', false) IS NOT NULL AS secret_set;'
+:configure_keys
 CREATE FUNCTION pg_temp.tok(claims jsonb, key text, alg text DEFAULT NULL) RETURNS text LANGUAGE sql AS $$
   SELECT auth.sign_jwt(claims || jsonb_build_object('exp', extract(epoch FROM now())::int + 600), key, alg)
 $$;
@@ -63,11 +63,12 @@ SELECT auth.jwt_session_init(:'bob_tok');
 SELECT auth.user_id();
 SELECT auth.end_session();
 SELECT auth.user_id() AS after_end;
--- RESET ALL ends it too.
+-- RESET ALL ends it too (and resets the keys this test set at session level).
 SELECT auth.jwt_session_init(:'bob_tok');
 RESET ALL;
 SELECT auth.user_id() AS after_reset_all;
 RESET ROLE;
+:configure_keys
 
 -- Stable across prepared statements when the session changes in between.
 SET ROLE bob;
@@ -112,7 +113,10 @@ SET pg_rls_auth.leeway = 0;
 SET ROLE alice;
 SELECT auth.jwt_session_init(:'noexp_tok');
 SELECT auth.user_id() AS without_exp;
+\set VERBOSITY sqlstate
+-- (expired at a time that changes every run: only the SQLSTATE is shown)
 SELECT auth.jwt_session_init(:'late_tok');
+\set VERBOSITY terse
 RESET ROLE;
 RESET pg_rls_auth.require_exp;
 RESET pg_rls_auth.leeway;

@@ -31,14 +31,19 @@ pub const SESSION_GUC: &CStr = c"pg_rls_auth.session";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
 pub enum RateLimitStore {
+    #[name = c"auto"]
     Auto,
+    #[name = c"memory"]
     Memory,
+    #[name = c"table"]
     Table,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
 pub enum RateLimitAction {
+    #[name = c"error"]
     Error,
+    #[name = c"deny"]
     Deny,
 }
 

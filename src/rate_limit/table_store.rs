@@ -181,12 +181,15 @@ fn flush() {
         return;
     }
     let types = [pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::INT4OID].map(PgOid::from);
+    // At pre-commit the statement's snapshot is gone; SPI needs one.
+    unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
     as_owner(|| {
         for ((bucket, key), state) in &dirty {
             let args = vec![bucket.as_str().into(), key.as_str().into(), state.tat.to_string().into(), (state.scale as i32).into()];
             run(WRITE_ROW, args, &types);
         }
     });
+    unsafe { pg_sys::PopActiveSnapshot() };
 }
 
 pub fn reset(bucket: &str, key: &str) -> Result<bool, Raise> {
