@@ -13,7 +13,12 @@ type Answer = Result<Option<pg_sys::Datum>, Raise>;
 unsafe fn user_id(_: pg_sys::FunctionCallInfo) -> Answer {
     Ok(session::current()?.and_then(|s| s.user_id.as_deref().map(text_datum)))
 }
-v1_function!(auth_user_id, pg_finfo_auth_user_id, user_id, hide_statement = false);
+v1_function!(
+    auth_user_id,
+    pg_finfo_auth_user_id,
+    user_id,
+    hide_statement = false
+);
 
 unsafe fn uid(_: pg_sys::FunctionCallInfo) -> Answer {
     Ok(session::current()?.and_then(|s| {
@@ -30,18 +35,32 @@ unsafe fn claim(fcinfo: pg_sys::FunctionCallInfo) -> Answer {
     let Some(path) = (unsafe { arg::<&str>(fcinfo, 0) }) else {
         return Ok(None);
     };
-    Ok(session::current()?.and_then(|s| s.claim_text(path)).map(|v| text_datum(&v)))
+    Ok(session::current()?
+        .and_then(|s| s.claim_text(path))
+        .map(|v| text_datum(&v)))
 }
-v1_function!(auth_claim, pg_finfo_auth_claim, claim, hide_statement = false);
+v1_function!(
+    auth_claim,
+    pg_finfo_auth_claim,
+    claim,
+    hide_statement = false
+);
 
 unsafe fn session_jsonb(_: pg_sys::FunctionCallInfo) -> Answer {
     Ok(session::current()?.map(|s| varlena_datum(s.jsonb_bytes())))
 }
-v1_function!(auth_session, pg_finfo_auth_session, session_jsonb, hide_statement = false);
+v1_function!(
+    auth_session,
+    pg_finfo_auth_session,
+    session_jsonb,
+    hide_statement = false
+);
 
 /// A top-level claim as text (auth.role(), auth.email(), auth.organization_id() use paths).
 fn claim_path(path: &str) -> Answer {
-    Ok(session::current()?.and_then(|s| s.claim_text(path)).map(|v| text_datum(&v)))
+    Ok(session::current()?
+        .and_then(|s| s.claim_text(path))
+        .map(|v| text_datum(&v)))
 }
 
 unsafe fn role(_: pg_sys::FunctionCallInfo) -> Answer {
@@ -52,12 +71,22 @@ v1_function!(auth_role, pg_finfo_auth_role, role, hide_statement = false);
 unsafe fn email(_: pg_sys::FunctionCallInfo) -> Answer {
     claim_path("email")
 }
-v1_function!(auth_email, pg_finfo_auth_email, email, hide_statement = false);
+v1_function!(
+    auth_email,
+    pg_finfo_auth_email,
+    email,
+    hide_statement = false
+);
 
 unsafe fn organization_id(_: pg_sys::FunctionCallInfo) -> Answer {
     claim_path("o.id")
 }
-v1_function!(auth_organization_id, pg_finfo_auth_organization_id, organization_id, hide_statement = false);
+v1_function!(
+    auth_organization_id,
+    pg_finfo_auth_organization_id,
+    organization_id,
+    hide_statement = false
+);
 
 pgrx::extension_sql!(
     r#"

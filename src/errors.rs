@@ -24,7 +24,12 @@ pub const TOO_MANY_REQUESTS: [u8; 5] = *b"PT429";
 
 impl Raise {
     pub fn new(sqlstate: [u8; 5], message: impl Into<String>) -> Self {
-        Self { sqlstate, message: message.into(), detail: None, hint: None }
+        Self {
+            sqlstate,
+            message: message.into(),
+            detail: None,
+            hint: None,
+        }
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {

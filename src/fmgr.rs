@@ -12,7 +12,11 @@ pub type Body = unsafe fn(pg_sys::FunctionCallInfo) -> Result<Option<pg_sys::Dat
 ///
 /// # Safety
 /// Called only by PostgreSQL's function manager with a valid `fcinfo`.
-pub unsafe fn call(fcinfo: pg_sys::FunctionCallInfo, body: Body, hide_statement: bool) -> pg_sys::Datum {
+pub unsafe fn call(
+    fcinfo: pg_sys::FunctionCallInfo,
+    body: Body,
+    hide_statement: bool,
+) -> pg_sys::Datum {
     let result = unsafe { pg_sys::panic::pgrx_extern_c_guard(|| body(fcinfo)) };
     match result {
         Ok(Some(datum)) => datum,
@@ -40,8 +44,12 @@ macro_rules! v1_function {
         #[doc(hidden)]
         /// # Safety
         /// Called by PostgreSQL's function manager.
-        pub unsafe extern "C-unwind" fn $symbol(fcinfo: ::pgrx::pg_sys::FunctionCallInfo) -> ::pgrx::pg_sys::Datum {
-            unsafe { $crate::fmgr::call(fcinfo, $body, $hide) }
+        pub unsafe extern "C-unwind" fn $symbol(
+            fcinfo: ::pgrx::pg_sys::FunctionCallInfo,
+        ) -> ::pgrx::pg_sys::Datum {
+            let body: $crate::fmgr::Body = $body;
+            let hide_statement: bool = $hide;
+            unsafe { $crate::fmgr::call(fcinfo, body, hide_statement) }
         }
     };
 }
@@ -57,7 +65,10 @@ pub unsafe fn arg<T: pgrx::FromDatum>(fcinfo: pg_sys::FunctionCallInfo, n: usize
 /// A `text` datum copied from `s` into the current memory context.
 pub fn text_datum(s: &str) -> pg_sys::Datum {
     unsafe {
-        pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(s.as_ptr() as *const _, s.len() as i32))
+        pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
+            s.as_ptr() as *const _,
+            s.len() as i32,
+        ))
     }
 }
 

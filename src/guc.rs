@@ -23,8 +23,10 @@ pub static NEON_SESSION_JWK: GucSetting<Option<CString>> = GucSetting::<Option<C
 pub static AUDIT_LOG: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// The verified session: `<epoch>:<claims JSON>`, written only by auth.jwt_session_init().
 pub static SESSION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
-pub static RATE_LIMIT_STORE: GucSetting<RateLimitStore> = GucSetting::<RateLimitStore>::new(RateLimitStore::Auto);
-pub static RATE_LIMIT_ACTION: GucSetting<RateLimitAction> = GucSetting::<RateLimitAction>::new(RateLimitAction::Error);
+pub static RATE_LIMIT_STORE: GucSetting<RateLimitStore> =
+    GucSetting::<RateLimitStore>::new(RateLimitStore::Auto);
+pub static RATE_LIMIT_ACTION: GucSetting<RateLimitAction> =
+    GucSetting::<RateLimitAction>::new(RateLimitAction::Error);
 pub static RATE_LIMIT_SLOTS: GucSetting<i32> = GucSetting::<i32>::new(65_536);
 
 pub const SESSION_GUC: &CStr = c"pg_rls_auth.session";
@@ -78,12 +80,16 @@ unsafe extern "C-unwind" fn check_startup_only(
     source: pg_sys::GucSource::Type,
 ) -> bool {
     let empty = unsafe { (*newval).is_null() || **newval == 0 };
-    if empty || source == pg_sys::GucSource::PGC_S_DEFAULT || source == pg_sys::GucSource::PGC_S_CLIENT {
+    if empty
+        || source == pg_sys::GucSource::PGC_S_DEFAULT
+        || source == pg_sys::GucSource::PGC_S_CLIENT
+    {
         return true;
     }
     unsafe {
-        pg_sys::GUC_check_errdetail_string =
-            pg_sys::pstrdup(c"It can only be sent in the connection startup packet (trusted-proxy mode).".as_ptr());
+        pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(
+            c"It can only be sent in the connection startup packet (trusted-proxy mode).".as_ptr(),
+        );
     }
     false
 }
@@ -98,7 +104,7 @@ pub fn string_value(setting: &GucSetting<Option<CString>>) -> Option<&'static st
     (!s.is_empty()).then_some(s)
 }
 
-/// Raw pointer of the session setting, for a cheap "did it change" check.
+/// The stored session, if any.
 pub fn session_value() -> Option<&'static str> {
     string_value(&SESSION)
 }
@@ -110,15 +116,22 @@ fn define_string(
     setting: &'static GucSetting<Option<CString>>,
     context: GucContext,
     flags: GucFlags,
-    check: pg_sys::GucStringCheckHook,
-    assign: pg_sys::GucStringAssignHook,
+    (check, assign): (pg_sys::GucStringCheckHook, pg_sys::GucStringAssignHook),
 ) {
     unsafe {
-        GucRegistry::define_string_guc_with_hooks(name, short, long, setting, context, flags, check, assign, None)
+        GucRegistry::define_string_guc_with_hooks(
+            name, short, long, setting, context, flags, check, assign, None,
+        )
     }
 }
 
-fn define_bool(name: &'static CStr, short: &'static CStr, long: &'static CStr, setting: &'static GucSetting<bool>, context: GucContext) {
+fn define_bool(
+    name: &'static CStr,
+    short: &'static CStr,
+    long: &'static CStr,
+    setting: &'static GucSetting<bool>,
+    context: GucContext,
+) {
     unsafe {
         GucRegistry::define_bool_guc_with_hooks(
             name,
@@ -153,8 +166,7 @@ pub fn init() {
         &JWKS,
         GucContext::Suset,
         GucFlags::default(),
-        None,
-        Some(config_changed_string),
+        (None, Some(config_changed_string)),
     );
     define_string(
         c"pg_rls_auth.jwt_secret",
@@ -163,8 +175,7 @@ pub fn init() {
         &JWT_SECRET,
         GucContext::Suset,
         hidden,
-        None,
-        Some(config_changed_string),
+        (None, Some(config_changed_string)),
     );
     define_bool(
         c"pg_rls_auth.jwt_secret_is_base64",
@@ -180,8 +191,7 @@ pub fn init() {
         &ISSUER,
         GucContext::Suset,
         GucFlags::default(),
-        None,
-        Some(config_changed_string),
+        (None, Some(config_changed_string)),
     );
     define_string(
         c"pg_rls_auth.audience",
@@ -190,8 +200,7 @@ pub fn init() {
         &AUDIENCE,
         GucContext::Suset,
         GucFlags::default(),
-        None,
-        Some(config_changed_string),
+        (None, Some(config_changed_string)),
     );
     unsafe {
         GucRegistry::define_int_guc_with_hooks(
@@ -221,7 +230,13 @@ pub fn init() {
             None,
         );
     }
-    define_bool(c"pg_rls_auth.require_exp", c"Whether tokens must carry an exp claim.", c"", &REQUIRE_EXP, GucContext::Suset);
+    define_bool(
+        c"pg_rls_auth.require_exp",
+        c"Whether tokens must carry an exp claim.",
+        c"",
+        &REQUIRE_EXP,
+        GucContext::Suset,
+    );
     define_bool(
         c"pg_rls_auth.trust_request_claims",
         c"With no key configured, read claims from request.jwt.claims (PostgREST, Supabase).",
@@ -243,8 +258,7 @@ pub fn init() {
         &SESSION_JWK,
         GucContext::Backend,
         not_in_sample(),
-        Some(check_startup_only),
-        Some(config_changed_string),
+        (Some(check_startup_only), Some(config_changed_string)),
     );
     if !defined_elsewhere(c"pg_session_jwt.jwk") {
         define_string(
@@ -254,8 +268,7 @@ pub fn init() {
             &NEON_SESSION_JWK,
             GucContext::Backend,
             not_in_sample(),
-            Some(check_startup_only),
-            Some(config_changed_string),
+            (Some(check_startup_only), Some(config_changed_string)),
         );
     }
     define_bool(
@@ -271,9 +284,11 @@ pub fn init() {
         c"",
         &SESSION,
         GucContext::Suset,
-        GucFlags::NO_SHOW_ALL | not_in_sample() | GucFlags::DISALLOW_IN_FILE | GucFlags::SUPERUSER_ONLY,
-        None,
-        Some(session_changed),
+        GucFlags::NO_SHOW_ALL
+            | not_in_sample()
+            | GucFlags::DISALLOW_IN_FILE
+            | GucFlags::SUPERUSER_ONLY,
+        (None, Some(session_changed)),
     );
     GucRegistry::define_enum_guc(
         c"pg_rls_auth.rate_limit_store",
@@ -307,7 +322,11 @@ pub fn init() {
 /// Sets the session setting from C, at superuser level, as SET or SET LOCAL would.
 pub fn set_session(value: &str, local: bool) {
     let value = CString::new(value).expect("JSON text has no NUL byte");
-    let action = if local { pg_sys::GucAction::GUC_ACTION_LOCAL } else { pg_sys::GucAction::GUC_ACTION_SET };
+    let action = if local {
+        pg_sys::GucAction::GUC_ACTION_LOCAL
+    } else {
+        pg_sys::GucAction::GUC_ACTION_SET
+    };
     unsafe {
         pg_sys::set_config_option(
             SESSION_GUC.as_ptr(),

@@ -43,7 +43,13 @@ impl Session {
     fn new(claims: Claims, legacy_sub: Option<String>) -> Self {
         let user_id = legacy_sub.or_else(|| claims.subject());
         let uid = user_id.as_deref().and_then(parse_uuid);
-        Self { claims, user_id, uid, jsonb: OnceCell::new(), last_claim: RefCell::new(None) }
+        Self {
+            claims,
+            user_id,
+            uid,
+            jsonb: OnceCell::new(),
+            last_claim: RefCell::new(None),
+        }
     }
 
     /// The claims as a jsonb varlena, built once (jsonb_in) and copied out per call.
@@ -103,7 +109,10 @@ thread_local! {
 }
 
 fn now_secs() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 fn load_config(generation: u64) -> Config {
@@ -113,10 +122,17 @@ fn load_config(generation: u64) -> Config {
         result = keys.add_jwks(jwks, KeyOrigin::Configured, "pg_rls_auth.jwks");
     }
     if let (Ok(()), Some(secret)) = (&result, guc::string_value(&guc::JWT_SECRET)) {
-        result = keys.add_hmac_secret(secret, guc::JWT_SECRET_IS_BASE64.get(), "pg_rls_auth.jwt_secret");
+        result = keys.add_hmac_secret(
+            secret,
+            guc::JWT_SECRET_IS_BASE64.get(),
+            "pg_rls_auth.jwt_secret",
+        );
     }
     if guc::TRUSTED_PROXY.get() {
-        for (setting, name) in [(&guc::SESSION_JWK, "pg_rls_auth.session_jwk"), (&guc::NEON_SESSION_JWK, "pg_session_jwt.jwk")] {
+        for (setting, name) in [
+            (&guc::SESSION_JWK, "pg_rls_auth.session_jwk"),
+            (&guc::NEON_SESSION_JWK, "pg_session_jwt.jwk"),
+        ] {
             if let (Ok(()), Some(jwk)) = (&result, guc::string_value(setting)) {
                 result = keys.add_jwks(jwk, KeyOrigin::TrustedProxy, name);
             }
@@ -125,9 +141,16 @@ fn load_config(generation: u64) -> Config {
     let configured = guc::string_value(&guc::JWKS).is_some()
         || guc::string_value(&guc::JWT_SECRET).is_some()
         || (guc::TRUSTED_PROXY.get()
-            && (guc::string_value(&guc::SESSION_JWK).is_some() || guc::string_value(&guc::NEON_SESSION_JWK).is_some()));
+            && (guc::string_value(&guc::SESSION_JWK).is_some()
+                || guc::string_value(&guc::NEON_SESSION_JWK).is_some()));
     let audiences = guc::string_value(&guc::AUDIENCE)
-        .map(|a| a.split(',').map(str::trim).filter(|a| !a.is_empty()).map(String::from).collect())
+        .map(|a| {
+            a.split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .map(String::from)
+                .collect()
+        })
         .unwrap_or_default();
     Config {
         generation,
@@ -179,9 +202,9 @@ fn verified_session(backend: &mut Backend) -> Result<Option<Rc<Session>>, Raise>
     if backend.verified_generation != generation {
         backend.verified = match guc::session_value().and_then(split_stored) {
             // A worker trusts what its leader passed; the leader already applied revocation.
-            Some((epoch, json)) if epoch == backend.epoch || in_parallel_worker() => {
-                Some(Rc::new(Session::new(Claims::from_trusted_json(json).map_err(Raise::from)?, None)))
-            }
+            Some((epoch, json)) if epoch == backend.epoch || in_parallel_worker() => Some(Rc::new(
+                Session::new(Claims::from_trusted_json(json).map_err(Raise::from)?, None),
+            )),
             _ => None,
         };
         backend.verified_generation = generation;
@@ -194,21 +217,30 @@ fn get_config_string(name: &CStr) -> Option<&'static str> {
     if ptr.is_null() {
         return None;
     }
-    unsafe { CStr::from_ptr(ptr) }.to_str().ok().filter(|s| !s.is_empty())
+    unsafe { CStr::from_ptr(ptr) }
+        .to_str()
+        .ok()
+        .filter(|s| !s.is_empty())
 }
 
 /// PostgREST's claims: `request.jwt.claims`, and the legacy `request.jwt.claim.sub`.
 fn fallback_session(backend: &mut Backend) -> Result<Option<Rc<Session>>, Raise> {
     let claims = get_config_string(c"request.jwt.claims");
     let legacy_sub = get_config_string(c"request.jwt.claim.sub");
-    let source = (claims.unwrap_or("").to_string(), legacy_sub.map(String::from));
+    let source = (
+        claims.unwrap_or("").to_string(),
+        legacy_sub.map(String::from),
+    );
     if backend.fallback_source.as_ref() != Some(&source) {
         backend.fallback = match (claims, legacy_sub) {
             (None, None) => None,
             (c, s) => {
                 let claims = match c {
                     Some(json) => Claims::from_trusted_json(json).map_err(|e| {
-                        Raise::new(crate::errors::INVALID_PARAMETER_VALUE, format!("request.jwt.claims: {}", e.message))
+                        Raise::new(
+                            crate::errors::INVALID_PARAMETER_VALUE,
+                            format!("request.jwt.claims: {}", e.message),
+                        )
                     })?,
                     None => Claims::from_map(Default::default()),
                 };
@@ -250,7 +282,10 @@ pub fn init(token: &str, local: bool) -> Result<(), Raise> {
     match outcome {
         Ok(claims) => {
             let epoch = BACKEND.with_borrow(|b| b.epoch);
-            audit(&format!("token verified (sub {:?})", claims.subject().unwrap_or_default()));
+            audit(&format!(
+                "token verified (sub {:?})",
+                claims.subject().unwrap_or_default()
+            ));
             guc::set_session(&format!("{epoch}:{}", claims.to_json()), local);
             Ok(())
         }
@@ -320,7 +355,10 @@ pub fn end() {
 /// failed init is cleared in the setting too, so parallel workers never receive it.
 pub fn clear_revoked_session() {
     let stale = BACKEND.with_borrow(|b| {
-        b.epoch > 1 && guc::session_value().and_then(split_stored).is_some_and(|(e, _)| e != b.epoch)
+        b.epoch > 1
+            && guc::session_value()
+                .and_then(split_stored)
+                .is_some_and(|(e, _)| e != b.epoch)
     });
     if stale && !in_parallel_worker() && unsafe { !pg_sys::IsInParallelMode() } {
         guc::set_session("", false);

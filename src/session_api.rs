@@ -19,7 +19,9 @@ fn end_session() {
     session::end();
 }
 
-unsafe fn jwt_session_init(fcinfo: pg_sys::FunctionCallInfo) -> Result<Option<pg_sys::Datum>, Raise> {
+unsafe fn jwt_session_init(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Result<Option<pg_sys::Datum>, Raise> {
     // A NULL token fails like an empty one: it too ends any session.
     let token = unsafe { arg::<&str>(fcinfo, 0) }.unwrap_or("");
     let local = unsafe { arg::<bool>(fcinfo, 1) }.unwrap_or(false);
@@ -27,7 +29,12 @@ unsafe fn jwt_session_init(fcinfo: pg_sys::FunctionCallInfo) -> Result<Option<pg
     Ok(Some(pg_sys::Datum::from(0)))
 }
 // The statement carries the token: keep it out of the server log when this fails.
-v1_function!(auth_jwt_session_init, pg_finfo_auth_jwt_session_init, jwt_session_init, hide_statement = true);
+v1_function!(
+    auth_jwt_session_init,
+    pg_finfo_auth_jwt_session_init,
+    jwt_session_init,
+    hide_statement = true
+);
 
 pgrx::extension_sql!(
     r#"

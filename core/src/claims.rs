@@ -16,7 +16,12 @@ pub struct ClaimPolicy {
 
 impl Default for ClaimPolicy {
     fn default() -> Self {
-        Self { leeway_secs: 60, require_exp: true, issuer: None, audiences: Vec::new() }
+        Self {
+            leeway_secs: 60,
+            require_exp: true,
+            issuer: None,
+            audiences: Vec::new(),
+        }
     }
 }
 
@@ -33,17 +38,25 @@ fn numeric_date(map: &Map<String, Value>, name: &str) -> Result<Option<f64>> {
     match map.get(name) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Number(n)) => Ok(n.as_f64()),
-        Some(_) => Err(AuthError::invalid_token(format!("the {name} claim must be a number"))),
+        Some(_) => Err(AuthError::invalid_token(format!(
+            "the {name} claim must be a number"
+        ))),
     }
 }
 
 impl Claims {
     /// Parses a token payload and checks the types of the registered claims.
     pub fn from_payload(bytes: &[u8]) -> Result<Self> {
-        let value: Value = serde_json::from_slice(bytes)
-            .map_err(|e| AuthError::invalid_token(format!("token payload is not valid JSON ({})", e.classify_str())))?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| {
+            AuthError::invalid_token(format!(
+                "token payload is not valid JSON ({})",
+                e.classify_str()
+            ))
+        })?;
         let Value::Object(map) = value else {
-            return Err(AuthError::invalid_token("token payload is not a JSON object"));
+            return Err(AuthError::invalid_token(
+                "token payload is not a JSON object",
+            ));
         };
         if map.get("sub").is_some_and(|s| !s.is_string()) {
             return Err(AuthError::invalid_token("the sub claim must be a string"));
@@ -69,16 +82,25 @@ impl Claims {
     /// Claims that need no checks: PostgREST's `request.jwt.claims`, or a session the extension
     /// itself verified and stored.
     pub fn from_trusted_json(json: &str) -> Result<Self> {
-        let value: Value = serde_json::from_str(json)
-            .map_err(|e| AuthError::invalid_argument(format!("claims are not valid JSON ({})", e.classify_str())))?;
+        let value: Value = serde_json::from_str(json).map_err(|e| {
+            AuthError::invalid_argument(format!("claims are not valid JSON ({})", e.classify_str()))
+        })?;
         let Value::Object(map) = value else {
             return Err(AuthError::invalid_argument("claims are not a JSON object"));
         };
-        Ok(Self { exp: None, nbf: None, map })
+        Ok(Self {
+            exp: None,
+            nbf: None,
+            map,
+        })
     }
 
     pub fn from_map(map: Map<String, Value>) -> Self {
-        Self { map, exp: None, nbf: None }
+        Self {
+            map,
+            exp: None,
+            nbf: None,
+        }
     }
 
     pub fn as_map(&self) -> &Map<String, Value> {
@@ -242,19 +264,37 @@ mod tests {
 
     #[test]
     fn exp_and_nbf_honour_leeway() {
-        let p = ClaimPolicy { leeway_secs: 60, ..Default::default() };
+        let p = ClaimPolicy {
+            leeway_secs: 60,
+            ..Default::default()
+        };
         let c = claims(r#"{"exp": 1000, "nbf": 900}"#);
         assert!(c.check(&p, 1059.0).is_ok());
-        assert!(c.check(&p, 1061.0).unwrap_err().message.contains("expired at 1970-01-01 00:16:40"));
+        assert!(c
+            .check(&p, 1061.0)
+            .unwrap_err()
+            .message
+            .contains("expired at 1970-01-01 00:16:40"));
         assert!(c.check(&p, 841.0).is_ok());
-        assert!(c.check(&p, 839.0).unwrap_err().message.contains("not valid before"));
+        assert!(c
+            .check(&p, 839.0)
+            .unwrap_err()
+            .message
+            .contains("not valid before"));
     }
 
     #[test]
     fn exp_required_unless_disabled() {
         let c = claims(r#"{"sub": "a"}"#);
-        assert!(c.check(&ClaimPolicy::default(), 0.0).unwrap_err().message.contains("no exp"));
-        let p = ClaimPolicy { require_exp: false, ..Default::default() };
+        assert!(c
+            .check(&ClaimPolicy::default(), 0.0)
+            .unwrap_err()
+            .message
+            .contains("no exp"));
+        let p = ClaimPolicy {
+            require_exp: false,
+            ..Default::default()
+        };
         assert!(c.check(&p, 0.0).is_ok());
     }
 
@@ -284,19 +324,37 @@ mod tests {
             audiences: vec!["api".into(), "web".into()],
             ..Default::default()
         };
-        assert!(claims(r#"{"iss":"https://issuer","aud":"web"}"#).check(&p, 0.0).is_ok());
-        assert!(claims(r#"{"iss":"https://issuer","aud":["x","api"]}"#).check(&p, 0.0).is_ok());
-        assert!(claims(r#"{"iss":"https://issuer","aud":["x"]}"#).check(&p, 0.0).is_err());
-        assert!(claims(r#"{"iss":"https://issuer"}"#).check(&p, 0.0).is_err());
-        assert!(claims(r#"{"iss":"https://other","aud":"api"}"#).check(&p, 0.0).is_err());
+        assert!(claims(r#"{"iss":"https://issuer","aud":"web"}"#)
+            .check(&p, 0.0)
+            .is_ok());
+        assert!(claims(r#"{"iss":"https://issuer","aud":["x","api"]}"#)
+            .check(&p, 0.0)
+            .is_ok());
+        assert!(claims(r#"{"iss":"https://issuer","aud":["x"]}"#)
+            .check(&p, 0.0)
+            .is_err());
+        assert!(claims(r#"{"iss":"https://issuer"}"#)
+            .check(&p, 0.0)
+            .is_err());
+        assert!(claims(r#"{"iss":"https://other","aud":"api"}"#)
+            .check(&p, 0.0)
+            .is_err());
     }
 
     #[test]
     fn dotted_paths_and_text() {
-        let c = claims(r#"{"a.b": 1, "app_metadata": {"tenant_id": "t1", "n": {"x": [1]}}, "z": null}"#);
+        let c = claims(
+            r#"{"a.b": 1, "app_metadata": {"tenant_id": "t1", "n": {"x": [1]}}, "z": null}"#,
+        );
         assert_eq!(c.get_path("a.b"), Some(&Value::from(1)));
-        assert_eq!(value_as_text(c.get_path("app_metadata.tenant_id").unwrap()).as_deref(), Some("t1"));
-        assert_eq!(value_as_text(c.get_path("app_metadata.n").unwrap()).as_deref(), Some(r#"{"x":[1]}"#));
+        assert_eq!(
+            value_as_text(c.get_path("app_metadata.tenant_id").unwrap()).as_deref(),
+            Some("t1")
+        );
+        assert_eq!(
+            value_as_text(c.get_path("app_metadata.n").unwrap()).as_deref(),
+            Some(r#"{"x":[1]}"#)
+        );
         assert_eq!(c.get_path("app_metadata.missing"), None);
         assert_eq!(c.get_path("z").and_then(value_as_text), None);
     }

@@ -23,16 +23,28 @@ pub struct AuthError {
 
 impl AuthError {
     pub fn invalid_token(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::InvalidToken, message: message.into() }
+        Self {
+            kind: ErrorKind::InvalidToken,
+            message: message.into(),
+        }
     }
     pub fn bad_config(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::BadConfig, message: message.into() }
+        Self {
+            kind: ErrorKind::BadConfig,
+            message: message.into(),
+        }
     }
     pub fn not_configured(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::NotConfigured, message: message.into() }
+        Self {
+            kind: ErrorKind::NotConfigured,
+            message: message.into(),
+        }
     }
     pub fn invalid_argument(message: impl Into<String>) -> Self {
-        Self { kind: ErrorKind::InvalidArgument, message: message.into() }
+        Self {
+            kind: ErrorKind::InvalidArgument,
+            message: message.into(),
+        }
     }
 }
 

@@ -101,7 +101,10 @@ fn div_ceil(a: i128, b: i128) -> i128 {
 /// Decides one write at `now_ns`. With `consume`, an admitted write updates `state`; a
 /// rejected one never does. A clock that goes backwards only makes the key stricter.
 pub fn decide(state: &mut State, limit: Limit, now_ns: i128, consume: bool) -> Decision {
-    let Limit { max_writes, window_ns } = limit;
+    let Limit {
+        max_writes,
+        window_ns,
+    } = limit;
     let burst = window_ns * max_writes;
     let now = now_ns * max_writes;
     let tat = state.tat_in(max_writes).max(now);
@@ -118,12 +121,19 @@ pub fn decide(state: &mut State, limit: Limit, now_ns: i128, consume: bool) -> D
     }
     let (remaining, tat) = if consume {
         let new_tat = tat + window_ns;
-        *state = State { tat: new_tat, scale: max_writes as u32 };
+        *state = State {
+            tat: new_tat,
+            scale: max_writes as u32,
+        };
         (available - 1, new_tat)
     } else {
         (available, tat)
     };
-    let retry_after_ns = if remaining > 0 { 0 } else { div_ceil(tat + window_ns - burst - now, max_writes) };
+    let retry_after_ns = if remaining > 0 {
+        0
+    } else {
+        div_ceil(tat + window_ns - burst - now, max_writes)
+    };
     Decision {
         allowed: true,
         remaining: remaining as u32,
@@ -141,7 +151,10 @@ mod tests {
 
     fn run(limit: Limit, times: &[i128]) -> Vec<bool> {
         let mut s = State::default();
-        times.iter().map(|t| decide(&mut s, limit, *t, true).allowed).collect()
+        times
+            .iter()
+            .map(|t| decide(&mut s, limit, *t, true).allowed)
+            .collect()
     }
 
     #[test]
@@ -154,7 +167,10 @@ mod tests {
             decide(&mut s, l, t0, true);
         }
         let d = decide(&mut s, l, t0, true);
-        assert_eq!((d.allowed, d.retry_after_ns, d.reset_after_ns), (false, SEC, 3 * SEC));
+        assert_eq!(
+            (d.allowed, d.retry_after_ns, d.reset_after_ns),
+            (false, SEC, 3 * SEC)
+        );
         assert!(!decide(&mut s, l, t0 + SEC - 1, true).allowed);
         assert!(decide(&mut s, l, t0 + SEC, true).allowed);
         assert!(!decide(&mut s, l, t0 + SEC, true).allowed);
@@ -180,8 +196,12 @@ mod tests {
         let mut s = State::default();
         let before = 3599 * SEC;
         let after = 3601 * SEC;
-        let admitted = (0..20).filter(|_| decide(&mut s, l, before, true).allowed).count()
-            + (0..20).filter(|_| decide(&mut s, l, after, true).allowed).count();
+        let admitted = (0..20)
+            .filter(|_| decide(&mut s, l, before, true).allowed)
+            .count()
+            + (0..20)
+                .filter(|_| decide(&mut s, l, after, true).allowed)
+                .count();
         assert_eq!(admitted, 10);
     }
 
@@ -201,7 +221,10 @@ mod tests {
         assert!(Limit::new(0, 1).is_err());
         assert!(Limit::new(1, 0).is_err());
         assert!(Limit::new(-5, 10).is_err());
-        assert_eq!(Limit::new(1, -1).unwrap_err().kind, crate::ErrorKind::InvalidArgument);
+        assert_eq!(
+            Limit::new(1, -1).unwrap_err().kind,
+            crate::ErrorKind::InvalidArgument
+        );
     }
 
     #[test]

@@ -97,7 +97,9 @@ pub fn parse_algorithm(name: &str) -> Result<Algorithm> {
         "PS512" => PS512,
         "EdDSA" => EdDSA,
         n if n.eq_ignore_ascii_case("none") => {
-            return Err(AuthError::invalid_token("algorithm \"none\" is not allowed"))
+            return Err(AuthError::invalid_token(
+                "algorithm \"none\" is not allowed",
+            ))
         }
         n => {
             return Err(AuthError::invalid_token(format!(
@@ -162,7 +164,11 @@ impl KeySet {
             let key = parse_jwk(raw, origin).map_err(|e| bad(format!("key {}: {e}", i + 1)))?;
             if let Some(kid) = &key.kid {
                 if self.keys.iter().any(|k| k.kid.as_deref() == Some(kid)) {
-                    return Err(bad(format!("key {}: kid \"{}\" is used twice", i + 1, printable(kid))));
+                    return Err(bad(format!(
+                        "key {}: kid \"{}\" is used twice",
+                        i + 1,
+                        printable(kid)
+                    )));
                 }
             }
             self.keys.push(key);
@@ -286,7 +292,9 @@ fn parse_jwk(raw: &Value, origin: KeyOrigin) -> Result<Key> {
         match obj.get(name) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(_) => Err(AuthError::bad_config(format!("\"{name}\" must be a string"))),
+            Some(_) => Err(AuthError::bad_config(format!(
+                "\"{name}\" must be a string"
+            ))),
         }
     };
     let kid = text_field("kid")?.map(str::to_owned);
@@ -305,13 +313,18 @@ fn parse_jwk(raw: &Value, origin: KeyOrigin) -> Result<Key> {
     let key_type = match &jwk.algorithm {
         AlgorithmParameters::OctetKeyPair(p) => {
             if p.curve != EllipticCurve::Ed25519 {
-                return Err(AuthError::bad_config("only the Ed25519 curve is supported for OKP keys"));
+                return Err(AuthError::bad_config(
+                    "only the Ed25519 curve is supported for OKP keys",
+                ));
             }
             if b64_len("x", &p.x)?.len() != 32 {
                 return Err(AuthError::bad_config("an Ed25519 \"x\" must be 32 bytes"));
             }
             ed25519_dalek::VerifyingKey::from_bytes(
-                b64_len("x", &p.x)?.as_slice().try_into().expect("length checked"),
+                b64_len("x", &p.x)?
+                    .as_slice()
+                    .try_into()
+                    .expect("length checked"),
             )
             .map_err(|_| AuthError::bad_config("\"x\" is not an Ed25519 public key"))?;
             KeyType::Ed25519
@@ -333,9 +346,15 @@ fn parse_jwk(raw: &Value, origin: KeyOrigin) -> Result<Key> {
                     KeyType::P384
                 }
                 EllipticCurve::P256 | EllipticCurve::P384 => {
-                    return Err(AuthError::bad_config("\"x\"/\"y\" have the wrong length for the curve"))
+                    return Err(AuthError::bad_config(
+                        "\"x\"/\"y\" have the wrong length for the curve",
+                    ))
                 }
-                _ => return Err(AuthError::bad_config("only the P-256 and P-384 curves are supported")),
+                _ => {
+                    return Err(AuthError::bad_config(
+                        "only the P-256 and P-384 curves are supported",
+                    ))
+                }
             }
         }
         AlgorithmParameters::RSA(p) => {
@@ -369,5 +388,12 @@ fn parse_jwk(raw: &Value, origin: KeyOrigin) -> Result<Key> {
     }
     let decoding = DecodingKey::from_jwk(&jwk)
         .map_err(|e| AuthError::bad_config(format!("not a usable key ({e})")))?;
-    Ok(Key { kid, alg, key_type, origin, can_verify: use_ok && ops_ok, decoding })
+    Ok(Key {
+        kid,
+        alg,
+        key_type,
+        origin,
+        can_verify: use_ok && ops_ok,
+        decoding,
+    })
 }

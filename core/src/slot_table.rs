@@ -52,7 +52,10 @@ impl Slot {
     }
 
     fn state(&self) -> State {
-        State { tat: (i128::from(self.tat_hi) << 64) | i128::from(self.tat_lo), scale: self.scale }
+        State {
+            tat: (i128::from(self.tat_hi) << 64) | i128::from(self.tat_lo),
+            scale: self.scale,
+        }
     }
 
     fn set_state(&mut self, s: State) {
@@ -118,7 +121,10 @@ impl<'a> SlotTable<'a> {
                 if consume {
                     self.slots[i].set_state(state);
                 }
-                Outcome { decision, evicted: false }
+                Outcome {
+                    decision,
+                    evicted: false,
+                }
             }
             Err(_) => {
                 let mut state = State::default();
@@ -131,7 +137,10 @@ impl<'a> SlotTable<'a> {
                         evicted = true;
                     }
                     let i = self.find(id).expect_err("absent key");
-                    self.slots[i] = Slot { id, ..Default::default() };
+                    self.slots[i] = Slot {
+                        id,
+                        ..Default::default()
+                    };
                     self.slots[i].set_state(state);
                     *self.used += 1;
                 }
@@ -175,7 +184,11 @@ impl<'a> SlotTable<'a> {
                 break;
             }
             let home = self.slots[j].id.home(len);
-            let stays = if hole <= j { hole < home && home <= j } else { hole < home || home <= j };
+            let stays = if hole <= j {
+                hole < home && home <= j
+            } else {
+                hole < home || home <= j
+            };
             if !stays {
                 self.slots[hole] = self.slots[j];
                 hole = j;
@@ -206,7 +219,10 @@ mod tests {
         assert_eq!(a, KeyId::new(&SECRET, "default", "alice"));
         assert_ne!(a, KeyId::new(&[8; 16], "default", "alice"));
         assert_ne!(a, KeyId::new(&SECRET, "posts", "alice"));
-        assert_ne!(KeyId::new(&SECRET, "ab", "c"), KeyId::new(&SECRET, "a", "bc"));
+        assert_ne!(
+            KeyId::new(&SECRET, "ab", "c"),
+            KeyId::new(&SECRET, "a", "bc")
+        );
     }
 
     #[test]

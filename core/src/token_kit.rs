@@ -33,21 +33,32 @@ pub fn generate_jwk(alg: &str) -> Result<Value> {
         }
         Algorithm::ES256 => {
             let key = p256::SecretKey::random(&mut OsRng);
-            let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&key.public_key(), false);
+            let point = p256::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
+                &key.public_key(),
+                false,
+            );
             json!({"kty": "EC", "crv": "P-256", "x": b64(point.x().expect("uncompressed")),
                    "y": b64(point.y().expect("uncompressed")), "d": b64(&key.to_bytes())})
         }
         Algorithm::ES384 => {
             let key = p384::SecretKey::random(&mut OsRng);
-            let point = p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(&key.public_key(), false);
+            let point = p384::elliptic_curve::sec1::ToEncodedPoint::to_encoded_point(
+                &key.public_key(),
+                false,
+            );
             json!({"kty": "EC", "crv": "P-384", "x": b64(point.x().expect("uncompressed")),
                    "y": b64(point.y().expect("uncompressed")), "d": b64(&key.to_bytes())})
         }
-        Algorithm::RS256 | Algorithm::RS384 | Algorithm::RS512 | Algorithm::PS256 | Algorithm::PS384
+        Algorithm::RS256
+        | Algorithm::RS384
+        | Algorithm::RS512
+        | Algorithm::PS256
+        | Algorithm::PS384
         | Algorithm::PS512 => {
             use rsa::traits::{PrivateKeyParts, PublicKeyParts};
-            let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048)
-                .map_err(|e| AuthError::invalid_argument(format!("RSA key generation failed ({e})")))?;
+            let key = rsa::RsaPrivateKey::new(&mut OsRng, 2048).map_err(|e| {
+                AuthError::invalid_argument(format!("RSA key generation failed ({e})"))
+            })?;
             let primes = key.primes();
             json!({"kty": "RSA", "n": b64(&key.n().to_bytes_be()), "e": b64(&key.e().to_bytes_be()),
                    "d": b64(&key.d().to_bytes_be()), "p": b64(&primes[0].to_bytes_be()),
@@ -58,7 +69,11 @@ pub fn generate_jwk(alg: &str) -> Result<Value> {
             OsRng.fill_bytes(&mut secret);
             json!({"kty": "oct", "k": b64(&secret)})
         }
-        other => return Err(AuthError::invalid_argument(format!("algorithm {other:?} is not supported"))),
+        other => {
+            return Err(AuthError::invalid_argument(format!(
+                "algorithm {other:?} is not supported"
+            )))
+        }
     };
     let obj = jwk.as_object_mut().expect("built as an object");
     obj.insert("alg".into(), Value::from(alg));
@@ -95,7 +110,7 @@ pub fn public_jwk(private: &Value) -> Result<Value> {
     Ok(Value::Object(public))
 }
 
-fn member<'a>(jwk: &'a Map<String, Value>, name: &str) -> Result<Vec<u8>> {
+fn member(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>> {
     let text = jwk
         .get(name)
         .and_then(Value::as_str)
@@ -124,9 +139,14 @@ pub fn sign_jwt(claims: &Value, key: &str, alg: Option<&str>) -> Result<String> 
             .to_string(),
         (None, None) => "HS256".to_string(),
     };
-    let algorithm = parse_algorithm(&alg_name).map_err(|e| AuthError::invalid_argument(e.message))?;
+    let algorithm =
+        parse_algorithm(&alg_name).map_err(|e| AuthError::invalid_argument(e.message))?;
     let mut header = json!({"alg": alg_name, "typ": "JWT"});
-    if let Some(kid) = jwk.as_ref().and_then(|j| j.get("kid")).and_then(Value::as_str) {
+    if let Some(kid) = jwk
+        .as_ref()
+        .and_then(|j| j.get("kid"))
+        .and_then(Value::as_str)
+    {
         header["kid"] = Value::from(kid);
     }
     let signing_input = format!(
@@ -170,23 +190,32 @@ fn sign_with_jwk(jwk: &Map<String, Value>, alg: Algorithm, msg: &[u8]) -> Result
             printable(kty)
         ))
     };
-    let bad_key = |what: &str| AuthError::invalid_argument(format!("the private JWK is not a valid {what} key"));
+    let bad_key = |what: &str| {
+        AuthError::invalid_argument(format!("the private JWK is not a valid {what} key"))
+    };
     match (kty, alg) {
         ("oct", _) => sign_hmac(&member(jwk, "k")?, alg, msg),
         ("OKP", Algorithm::EdDSA) => {
             use ed25519_dalek::Signer;
-            let d: [u8; 32] = member(jwk, "d")?.try_into().map_err(|_| bad_key("Ed25519"))?;
-            Ok(ed25519_dalek::SigningKey::from_bytes(&d).sign(msg).to_bytes().to_vec())
+            let d: [u8; 32] = member(jwk, "d")?
+                .try_into()
+                .map_err(|_| bad_key("Ed25519"))?;
+            Ok(ed25519_dalek::SigningKey::from_bytes(&d)
+                .sign(msg)
+                .to_bytes()
+                .to_vec())
         }
         ("EC", Algorithm::ES256) => {
             use p256::ecdsa::signature::Signer;
-            let key = p256::ecdsa::SigningKey::from_slice(&member(jwk, "d")?).map_err(|_| bad_key("P-256"))?;
+            let key = p256::ecdsa::SigningKey::from_slice(&member(jwk, "d")?)
+                .map_err(|_| bad_key("P-256"))?;
             let sig: p256::ecdsa::Signature = key.sign(msg);
             Ok(sig.to_bytes().to_vec())
         }
         ("EC", Algorithm::ES384) => {
             use p384::ecdsa::signature::Signer;
-            let key = p384::ecdsa::SigningKey::from_slice(&member(jwk, "d")?).map_err(|_| bad_key("P-384"))?;
+            let key = p384::ecdsa::SigningKey::from_slice(&member(jwk, "d")?)
+                .map_err(|_| bad_key("P-384"))?;
             let sig: p384::ecdsa::Signature = key.sign(msg);
             Ok(sig.to_bytes().to_vec())
         }
@@ -198,20 +227,49 @@ fn sign_with_jwk(jwk: &Map<String, Value>, alg: Algorithm, msg: &[u8]) -> Result
     }
 }
 
-fn sign_rsa(jwk: &Map<String, Value>, alg: Algorithm, msg: &[u8]) -> std::result::Result<Vec<u8>, Option<AuthError>> {
+fn sign_rsa(
+    jwk: &Map<String, Value>,
+    alg: Algorithm,
+    msg: &[u8],
+) -> std::result::Result<Vec<u8>, Option<AuthError>> {
     use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
     use rsa::BigUint;
-    let num = |name: &str| member(jwk, name).map(|b| BigUint::from_bytes_be(&b)).map_err(Some);
-    let key = rsa::RsaPrivateKey::from_components(num("n")?, num("e")?, num("d")?, vec![num("p")?, num("q")?])
-        .map_err(|_| Some(AuthError::invalid_argument("the private JWK is not a valid RSA key")))?;
+    let num = |name: &str| {
+        member(jwk, name)
+            .map(|b| BigUint::from_bytes_be(&b))
+            .map_err(Some)
+    };
+    let key = rsa::RsaPrivateKey::from_components(
+        num("n")?,
+        num("e")?,
+        num("d")?,
+        vec![num("p")?, num("q")?],
+    )
+    .map_err(|_| {
+        Some(AuthError::invalid_argument(
+            "the private JWK is not a valid RSA key",
+        ))
+    })?;
     let mut rng = OsRng;
     Ok(match alg {
-        Algorithm::RS256 => rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key).sign(msg).to_vec(),
-        Algorithm::RS384 => rsa::pkcs1v15::SigningKey::<sha2::Sha384>::new(key).sign(msg).to_vec(),
-        Algorithm::RS512 => rsa::pkcs1v15::SigningKey::<sha2::Sha512>::new(key).sign(msg).to_vec(),
-        Algorithm::PS256 => rsa::pss::SigningKey::<sha2::Sha256>::new(key).sign_with_rng(&mut rng, msg).to_vec(),
-        Algorithm::PS384 => rsa::pss::SigningKey::<sha2::Sha384>::new(key).sign_with_rng(&mut rng, msg).to_vec(),
-        Algorithm::PS512 => rsa::pss::SigningKey::<sha2::Sha512>::new(key).sign_with_rng(&mut rng, msg).to_vec(),
+        Algorithm::RS256 => rsa::pkcs1v15::SigningKey::<sha2::Sha256>::new(key)
+            .sign(msg)
+            .to_vec(),
+        Algorithm::RS384 => rsa::pkcs1v15::SigningKey::<sha2::Sha384>::new(key)
+            .sign(msg)
+            .to_vec(),
+        Algorithm::RS512 => rsa::pkcs1v15::SigningKey::<sha2::Sha512>::new(key)
+            .sign(msg)
+            .to_vec(),
+        Algorithm::PS256 => rsa::pss::SigningKey::<sha2::Sha256>::new(key)
+            .sign_with_rng(&mut rng, msg)
+            .to_vec(),
+        Algorithm::PS384 => rsa::pss::SigningKey::<sha2::Sha384>::new(key)
+            .sign_with_rng(&mut rng, msg)
+            .to_vec(),
+        Algorithm::PS512 => rsa::pss::SigningKey::<sha2::Sha512>::new(key)
+            .sign_with_rng(&mut rng, msg)
+            .to_vec(),
         _ => return Err(None),
     })
 }

@@ -41,7 +41,11 @@ pub fn verify_token(
     }
     let parts: Vec<&str> = token.split('.').collect();
     if parts.len() != 3 {
-        let hint = if parts.len() == 5 { "; encrypted tokens (JWE) are not supported" } else { "" };
+        let hint = if parts.len() == 5 {
+            "; encrypted tokens (JWE) are not supported"
+        } else {
+            ""
+        };
         return Err(AuthError::invalid_token(format!(
             "the token is not a signed JWT (expected 3 dot-separated parts, found {}{hint})",
             parts.len()
@@ -55,13 +59,21 @@ pub fn verify_token(
         .ok_or_else(|| AuthError::invalid_token("the token header is not a JSON object"))?;
     let alg = match header.get("alg") {
         Some(Value::String(alg)) => parse_algorithm(alg)?,
-        Some(_) => return Err(AuthError::invalid_token("the token header's alg must be a string")),
+        Some(_) => {
+            return Err(AuthError::invalid_token(
+                "the token header's alg must be a string",
+            ))
+        }
         None => return Err(AuthError::invalid_token("the token header has no alg")),
     };
     let kid = match header.get("kid") {
         None | Some(Value::Null) => None,
         Some(Value::String(kid)) => Some(kid.as_str()),
-        Some(_) => return Err(AuthError::invalid_token("the token header's kid must be a string")),
+        Some(_) => {
+            return Err(AuthError::invalid_token(
+                "the token header's kid must be a string",
+            ))
+        }
     };
     if header.contains_key("crit") {
         return Err(AuthError::invalid_token(
@@ -69,16 +81,24 @@ pub fn verify_token(
         ));
     }
     if keys.is_empty() {
-        return Err(AuthError::not_configured("no key is configured to verify tokens"));
+        return Err(AuthError::not_configured(
+            "no key is configured to verify tokens",
+        ));
     }
     let key = keys.select(alg, kid)?;
     let signed = &token[..header_b64.len() + 1 + payload_b64.len()];
-    let valid = jsonwebtoken::crypto::verify(signature_b64, signed.as_bytes(), key.decoding_key(), alg)
-        .map_err(|_| AuthError::invalid_token("the token signature is malformed"))?;
+    let valid =
+        jsonwebtoken::crypto::verify(signature_b64, signed.as_bytes(), key.decoding_key(), alg)
+            .map_err(|_| AuthError::invalid_token("the token signature is malformed"))?;
     if !valid {
-        return Err(AuthError::invalid_token("the token signature does not verify"));
+        return Err(AuthError::invalid_token(
+            "the token signature does not verify",
+        ));
     }
     let claims = Claims::from_payload(&decode_part(payload_b64, "payload")?)?;
     claims.check(policy, now)?;
-    Ok(VerifiedToken { claims, key_origin: key.origin })
+    Ok(VerifiedToken {
+        claims,
+        key_origin: key.origin,
+    })
 }

@@ -10,21 +10,32 @@ use std::process::Command;
 fn tokens_from_pyjwt_verify() {
     let now = 1_800_000_000u64;
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/independent_tokens.py");
-    let out = Command::new("python3").arg(script).arg(now.to_string()).output().expect("python3 runs");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(now.to_string())
+        .output()
+        .expect("python3 runs");
     assert!(
         out.status.success(),
         "PyJWT and cryptography are needed (scripts/setup.sh installs them): {}",
         String::from_utf8_lossy(&out.stderr)
     );
     let cases: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
-    let policy = ClaimPolicy { audiences: vec!["api".into()], ..Default::default() };
+    let policy = ClaimPolicy {
+        audiences: vec!["api".into()],
+        ..Default::default()
+    };
     let mut seen = Vec::new();
     for case in &cases {
         let alg = case["alg"].as_str().unwrap();
         let mut keys = KeySet::new();
         match case.get("secret") {
-            Some(secret) => keys.add_hmac_secret(secret.as_str().unwrap(), false, "secret").unwrap(),
-            None => keys.add_jwks(&case["jwk"].to_string(), KeyOrigin::Configured, "jwks").unwrap(),
+            Some(secret) => keys
+                .add_hmac_secret(secret.as_str().unwrap(), false, "secret")
+                .unwrap(),
+            None => keys
+                .add_jwks(&case["jwk"].to_string(), KeyOrigin::Configured, "jwks")
+                .unwrap(),
         }
         let token = case["token"].as_str().unwrap();
         let verified = verify_token(token, &keys, &policy, DEFAULT_MAX_TOKEN_BYTES, now as f64)
@@ -35,7 +46,17 @@ fn tokens_from_pyjwt_verify() {
         let i = tampered.len() - 10;
         tampered[i] = if tampered[i] == b'A' { b'B' } else { b'A' };
         let tampered = String::from_utf8(tampered).unwrap();
-        assert!(verify_token(&tampered, &keys, &policy, DEFAULT_MAX_TOKEN_BYTES, now as f64).is_err(), "{alg}");
+        assert!(
+            verify_token(
+                &tampered,
+                &keys,
+                &policy,
+                DEFAULT_MAX_TOKEN_BYTES,
+                now as f64
+            )
+            .is_err(),
+            "{alg}"
+        );
         seen.push(alg.to_string());
     }
     assert_eq!(seen.len(), 12, "{seen:?}");

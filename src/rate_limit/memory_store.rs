@@ -81,7 +81,9 @@ unsafe extern "C-unwind" fn shmem_startup() {
             std::ptr::write_bytes(base, 0, shmem_size());
             let mut secret = [0u8; 16];
             if !pg_sys::pg_strong_random(secret.as_mut_ptr().cast(), secret.len()) {
-                pgrx::error!("pg_rls_auth: could not generate a random secret for the rate limiter");
+                pgrx::error!(
+                    "pg_rls_auth: could not generate a random secret for the rate limiter"
+                );
             }
             (*HEADER).secret = secret;
             (*HEADER).slots_per_partition = slots_per_partition();
@@ -101,7 +103,11 @@ pub fn available() -> bool {
 }
 
 /// Runs `f` on the partition holding `id`, under its lock.
-fn with_partition<R>(id: KeyId, mode: pg_sys::LWLockMode::Type, f: impl FnOnce(&mut SlotTable) -> R) -> R {
+fn with_partition<R>(
+    id: KeyId,
+    mode: pg_sys::LWLockMode::Type,
+    f: impl FnOnce(&mut SlotTable) -> R,
+) -> R {
     unsafe {
         let header = &mut *HEADER;
         let per = header.slots_per_partition;
@@ -122,9 +128,19 @@ fn key_id(bucket: &str, key: &str) -> KeyId {
 }
 
 /// Returns the decision and whether a key was evicted to make room.
-pub fn decide(bucket: &str, key: &str, limit: Limit, now_ns: i128, consume: bool) -> (Decision, bool) {
+pub fn decide(
+    bucket: &str,
+    key: &str,
+    limit: Limit,
+    now_ns: i128,
+    consume: bool,
+) -> (Decision, bool) {
     let id = key_id(bucket, key);
-    let mode = if consume { pg_sys::LWLockMode::LW_EXCLUSIVE } else { pg_sys::LWLockMode::LW_SHARED };
+    let mode = if consume {
+        pg_sys::LWLockMode::LW_EXCLUSIVE
+    } else {
+        pg_sys::LWLockMode::LW_SHARED
+    };
     if !consume {
         // A shared lock suffices: deciding without consuming never writes.
         return with_partition(id, mode, |t| (read_only(t, id, limit, now_ns), false));

@@ -4,7 +4,9 @@
 mod memory_store;
 mod table_store;
 
-use crate::errors::{OrReport, Raise, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE, TOO_MANY_REQUESTS};
+use crate::errors::{
+    OrReport, Raise, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE, TOO_MANY_REQUESTS,
+};
 use crate::fmgr::arg;
 use crate::guc::{self, RateLimitAction, RateLimitStore};
 use crate::v1_function;
@@ -49,16 +51,35 @@ fn store() -> Result<Store, Raise> {
 }
 
 fn now_ns() -> i128 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i128).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or(0)
 }
 
-fn checked_key<'a>(key: Option<&'a str>, bucket: Option<&'a str>) -> Result<(&'a str, &'a str), Raise> {
-    let key = key.ok_or_else(|| Raise::new(INVALID_PARAMETER_VALUE, "the rate-limit key must not be NULL"))?;
-    let bucket = bucket.ok_or_else(|| Raise::new(INVALID_PARAMETER_VALUE, "the rate-limit bucket must not be NULL"))?;
+fn checked_key<'a>(
+    key: Option<&'a str>,
+    bucket: Option<&'a str>,
+) -> Result<(&'a str, &'a str), Raise> {
+    let key = key.ok_or_else(|| {
+        Raise::new(
+            INVALID_PARAMETER_VALUE,
+            "the rate-limit key must not be NULL",
+        )
+    })?;
+    let bucket = bucket.ok_or_else(|| {
+        Raise::new(
+            INVALID_PARAMETER_VALUE,
+            "the rate-limit bucket must not be NULL",
+        )
+    })?;
     if key.len() + bucket.len() > MAX_KEY_BYTES {
         return Err(Raise::new(
             INVALID_PARAMETER_VALUE,
-            format!("the rate-limit key and bucket are {} bytes; at most {MAX_KEY_BYTES} are allowed", key.len() + bucket.len()),
+            format!(
+                "the rate-limit key and bucket are {} bytes; at most {MAX_KEY_BYTES} are allowed",
+                key.len() + bucket.len()
+            ),
         ));
     }
     Ok((key, bucket))
@@ -67,7 +88,10 @@ fn checked_key<'a>(key: Option<&'a str>, bucket: Option<&'a str>) -> Result<(&'a
 fn checked_limit(max_writes: Option<i32>, window_seconds: Option<i32>) -> Result<Limit, Raise> {
     match (max_writes, window_seconds) {
         (Some(m), Some(w)) => Limit::new(m, w).map_err(Raise::from),
-        _ => Err(Raise::new(INVALID_PARAMETER_VALUE, "max_writes and window_seconds must not be NULL")),
+        _ => Err(Raise::new(
+            INVALID_PARAMETER_VALUE,
+            "max_writes and window_seconds must not be NULL",
+        )),
     }
 }
 
@@ -101,7 +125,10 @@ fn decide(bucket: &str, key: &str, limit: Limit, consume: bool) -> Result<Decisi
     let now = now_ns();
     let (decision, evicted) = match store()? {
         Store::Memory => memory_store::decide(bucket, key, limit, now, consume),
-        Store::Table => (table_store::decide(bucket, key, limit, now, consume)?, false),
+        Store::Table => (
+            table_store::decide(bucket, key, limit, now, consume)?,
+            false,
+        ),
     };
     if consume {
         count(decision.allowed, evicted);
@@ -113,7 +140,10 @@ fn seconds(ns: i128) -> f64 {
     ns as f64 / NANOS_PER_SEC as f64
 }
 
-unsafe fn check_write_rate_with(fcinfo: pg_sys::FunctionCallInfo, key: Option<String>) -> Result<Option<pg_sys::Datum>, Raise> {
+unsafe fn check_write_rate_with(
+    fcinfo: pg_sys::FunctionCallInfo,
+    key: Option<String>,
+) -> Result<Option<pg_sys::Datum>, Raise> {
     let max_writes = unsafe { arg::<i32>(fcinfo, 1) };
     let window_seconds = unsafe { arg::<i32>(fcinfo, 2) };
     let bucket = unsafe { arg::<&str>(fcinfo, 3) };
@@ -137,17 +167,31 @@ unsafe fn check_write_rate_with(fcinfo: pg_sys::FunctionCallInfo, key: Option<St
         .hint(format!("The next write is allowed in {retry} seconds.")))
 }
 
-unsafe fn check_write_rate_text(fcinfo: pg_sys::FunctionCallInfo) -> Result<Option<pg_sys::Datum>, Raise> {
+unsafe fn check_write_rate_text(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Result<Option<pg_sys::Datum>, Raise> {
     let key = unsafe { arg::<&str>(fcinfo, 0) }.map(String::from);
     unsafe { check_write_rate_with(fcinfo, key) }
 }
-v1_function!(auth_check_write_rate, pg_finfo_auth_check_write_rate, check_write_rate_text, hide_statement = false);
+v1_function!(
+    auth_check_write_rate,
+    pg_finfo_auth_check_write_rate,
+    check_write_rate_text,
+    hide_statement = false
+);
 
-unsafe fn check_write_rate_uuid(fcinfo: pg_sys::FunctionCallInfo) -> Result<Option<pg_sys::Datum>, Raise> {
+unsafe fn check_write_rate_uuid(
+    fcinfo: pg_sys::FunctionCallInfo,
+) -> Result<Option<pg_sys::Datum>, Raise> {
     let key = unsafe { arg::<pgrx::Uuid>(fcinfo, 0) }.map(|u| u.to_string());
     unsafe { check_write_rate_with(fcinfo, key) }
 }
-v1_function!(auth_check_write_rate_uuid, pg_finfo_auth_check_write_rate_uuid, check_write_rate_uuid, hide_statement = false);
+v1_function!(
+    auth_check_write_rate_uuid,
+    pg_finfo_auth_check_write_rate_uuid,
+    check_write_rate_uuid,
+    hide_statement = false
+);
 
 /// Where a key stands, without consuming a write.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -168,7 +212,12 @@ fn write_rate_status(
     let (key, bucket) = checked_key(key, bucket).or_report();
     let limit = checked_limit(max_writes, window_seconds).or_report();
     let d = decide(bucket, key, limit, false).or_report();
-    TableIterator::once((d.allowed, d.remaining as i32, seconds(d.retry_after_ns), seconds(d.reset_after_ns.max(0))))
+    TableIterator::once((
+        d.allowed,
+        d.remaining as i32,
+        seconds(d.retry_after_ns),
+        seconds(d.reset_after_ns.max(0)),
+    ))
 }
 
 /// Forgets a key's state in the current store (privileged: EXECUTE is revoked from PUBLIC).

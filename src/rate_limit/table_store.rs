@@ -25,7 +25,8 @@ const LOCK_ROW: &str = "\
     WHERE bucket OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2 FOR UPDATE";
 const READ_ROW: &str = "SELECT tat::pg_catalog.text, scale FROM auth.write_rate_state \
     WHERE bucket OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2";
-const WRITE_ROW: &str = "UPDATE auth.write_rate_state SET tat = $3::pg_catalog.numeric, scale = $4 \
+const WRITE_ROW: &str =
+    "UPDATE auth.write_rate_state SET tat = $3::pg_catalog.numeric, scale = $4 \
     WHERE bucket OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2";
 const DELETE_ROW: &str = "DELETE FROM auth.write_rate_state \
     WHERE bucket OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2";
@@ -78,9 +79,11 @@ unsafe extern "C-unwind" fn subxact_callback(
     BACKEND.with_borrow_mut(|b| match event {
         // The row lock (and a row inserted) at this level are gone: forget the copy.
         pg_sys::SubXactEvent::SUBXACT_EVENT_ABORT_SUB => b.entries.retain(|_, e| e.level < level),
-        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => {
-            b.entries.values_mut().filter(|e| e.level >= level).for_each(|e| e.level = level - 1)
-        }
+        pg_sys::SubXactEvent::SUBXACT_EVENT_COMMIT_SUB => b
+            .entries
+            .values_mut()
+            .filter(|e| e.level >= level)
+            .for_each(|e| e.level = level - 1),
         _ => {}
     });
 }
@@ -102,7 +105,9 @@ fn as_owner<R>(f: impl FnOnce() -> R) -> R {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
         pg_sys::SetUserIdAndSecContext(
             owner,
-            context | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+            context
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
         );
     }
     // An ERROR in `f` aborts the (sub)transaction, which restores the user itself.
@@ -111,20 +116,30 @@ fn as_owner<R>(f: impl FnOnce() -> R) -> R {
     result
 }
 
-fn run(sql: &'static str, args: Vec<pgrx::datum::DatumWithOid>, types: &[PgOid]) -> Option<(String, i32)> {
+fn run(
+    sql: &'static str,
+    args: Vec<pgrx::datum::DatumWithOid>,
+    types: &[PgOid],
+) -> Option<(String, i32)> {
     Spi::connect_mut(|client| {
         let missing = BACKEND.with_borrow(|b| !b.statements.contains_key(sql));
         if missing {
             let stmt = client
                 .prepare_mut(sql, types)
-                .unwrap_or_else(|e| pgrx::error!("pg_rls_auth: preparing the table store failed: {e}"))
+                .unwrap_or_else(|e| {
+                    pgrx::error!("pg_rls_auth: preparing the table store failed: {e}")
+                })
                 .keep();
             BACKEND.with_borrow_mut(|b| b.statements.insert(sql, stmt));
         }
         let result = BACKEND.with_borrow(|b| {
             let stmt = b.statements.get(sql).expect("prepared above");
             client.update(stmt, None, &args).map(|table| {
-                table.first().get_two::<String, i32>().ok().and_then(|(tat, scale)| Some((tat?, scale?)))
+                table
+                    .first()
+                    .get_two::<String, i32>()
+                    .ok()
+                    .and_then(|(tat, scale)| Some((tat?, scale?)))
             })
         });
         result.unwrap_or_else(|e| pgrx::error!("pg_rls_auth: the table store failed: {e}"))
@@ -139,13 +154,24 @@ fn parse_state(row: Option<(String, i32)>) -> Result<State, Raise> {
     match row {
         None => Ok(State::default()),
         Some((tat, scale)) => Ok(State {
-            tat: tat.parse().map_err(|_| Raise::new(INVALID_PARAMETER_VALUE, "auth.write_rate_state holds a malformed tat"))?,
+            tat: tat.parse().map_err(|_| {
+                Raise::new(
+                    INVALID_PARAMETER_VALUE,
+                    "auth.write_rate_state holds a malformed tat",
+                )
+            })?,
             scale: u32::try_from(scale).unwrap_or(0),
         }),
     }
 }
 
-pub fn decide(bucket: &str, key: &str, limit: Limit, now_ns: i128, consume: bool) -> Result<Decision, Raise> {
+pub fn decide(
+    bucket: &str,
+    key: &str,
+    limit: Limit,
+    now_ns: i128,
+    consume: bool,
+) -> Result<Decision, Raise> {
     let id = (bucket.to_string(), key.to_string());
     let cached = BACKEND.with_borrow_mut(|b| {
         b.entries.get_mut(&id).map(|e| {
@@ -165,27 +191,51 @@ pub fn decide(bucket: &str, key: &str, limit: Limit, now_ns: i128, consume: bool
     let mut state = parse_state(as_owner(|| run(LOCK_ROW, args(), &key_types())))?;
     let d = gcra_decide(&mut state, limit, now_ns, true);
     let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
-    BACKEND.with_borrow_mut(|b| b.entries.insert(id, Entry { state, dirty: d.allowed, level }));
+    BACKEND.with_borrow_mut(|b| {
+        b.entries.insert(
+            id,
+            Entry {
+                state,
+                dirty: d.allowed,
+                level,
+            },
+        )
+    });
     Ok(d)
 }
 
 /// Writes back every key this transaction changed, once each.
 fn flush() {
     let dirty: Vec<((String, String), State)> = BACKEND.with_borrow_mut(|b| {
-        b.entries.iter_mut().filter(|(_, e)| e.dirty).map(|(k, e)| {
-            e.dirty = false;
-            (k.clone(), e.state)
-        }).collect()
+        b.entries
+            .iter_mut()
+            .filter(|(_, e)| e.dirty)
+            .map(|(k, e)| {
+                e.dirty = false;
+                (k.clone(), e.state)
+            })
+            .collect()
     });
     if dirty.is_empty() {
         return;
     }
-    let types = [pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::TEXTOID, pg_sys::INT4OID].map(PgOid::from);
+    let types = [
+        pg_sys::TEXTOID,
+        pg_sys::TEXTOID,
+        pg_sys::TEXTOID,
+        pg_sys::INT4OID,
+    ]
+    .map(PgOid::from);
     // At pre-commit the statement's snapshot is gone; SPI needs one.
     unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
     as_owner(|| {
         for ((bucket, key), state) in &dirty {
-            let args = vec![bucket.as_str().into(), key.as_str().into(), state.tat.to_string().into(), (state.scale as i32).into()];
+            let args = vec![
+                bucket.as_str().into(),
+                key.as_str().into(),
+                state.tat.to_string().into(),
+                (state.scale as i32).into(),
+            ];
             run(WRITE_ROW, args, &types);
         }
     });
@@ -198,7 +248,7 @@ pub fn reset(bucket: &str, key: &str) -> Result<bool, Raise> {
         Spi::connect_mut(|client| {
             client
                 .update(DELETE_ROW, None, &[bucket.into(), key.into()])
-                .map(|t| t.len() > 0)
+                .map(|t| !t.is_empty())
                 .unwrap_or_else(|e| pgrx::error!("pg_rls_auth: the table store failed: {e}"))
         })
     });
@@ -206,5 +256,10 @@ pub fn reset(bucket: &str, key: &str) -> Result<bool, Raise> {
 }
 
 pub fn rows() -> Result<i64, Raise> {
-    Ok(as_owner(|| Spi::get_one::<i64>("SELECT count(*) FROM auth.write_rate_state").ok().flatten().unwrap_or(0)))
+    Ok(as_owner(|| {
+        Spi::get_one::<i64>("SELECT count(*) FROM auth.write_rate_state")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }))
 }

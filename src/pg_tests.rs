@@ -1,0 +1,112 @@
+//! In-server tests (`cargo pgrx test`): behaviour that needs a backend but no second client.
+
+#[pgrx::pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+    use std::time::Instant;
+
+    fn configure_key() -> String {
+        let private = Spi::get_one::<String>("SELECT auth.generate_jwk('EdDSA')::text")
+            .unwrap()
+            .unwrap();
+        Spi::run(&format!(
+            "SELECT set_config('pg_rls_auth.jwks', auth.public_jwk('{private}')::text, false)"
+        ))
+        .unwrap();
+        private
+    }
+
+    fn token(private: &str, claims: &str) -> String {
+        Spi::get_one::<String>(&format!(
+            "SELECT auth.sign_jwt('{claims}'::jsonb || jsonb_build_object('exp', extract(epoch FROM now())::int + 600), '{private}')"
+        ))
+        .unwrap()
+        .unwrap()
+    }
+
+    #[pg_test]
+    fn no_session_means_null_claims() {
+        assert_eq!(
+            Spi::get_one::<String>("SELECT auth.user_id()").unwrap(),
+            None
+        );
+        assert_eq!(
+            Spi::get_one::<pgrx::JsonB>("SELECT auth.session()")
+                .unwrap()
+                .map(|j| j.0),
+            None
+        );
+    }
+
+    #[pg_test]
+    fn session_claims_come_back_as_jsonb() {
+        let private = configure_key();
+        let tok = token(&private, r#"{"sub":"alice","nested":{"a":[1,2]}}"#);
+        Spi::run(&format!("SELECT auth.jwt_session_init('{tok}')")).unwrap();
+        let session = Spi::get_one::<pgrx::JsonB>("SELECT auth.session()")
+            .unwrap()
+            .unwrap()
+            .0;
+        assert_eq!(session["sub"], "alice");
+        assert_eq!(session["nested"]["a"][1], 2);
+        assert_eq!(
+            Spi::get_one::<String>("SELECT auth.claim('nested.a')")
+                .unwrap()
+                .as_deref(),
+            Some("[1,2]")
+        );
+    }
+
+    #[pg_test(error = "the token signature does not verify")]
+    fn a_token_with_swapped_claims_is_refused() {
+        let private = configure_key();
+        let tok = token(&private, r#"{"sub":"alice"}"#);
+        let parts: Vec<&str> = tok.split('.').collect();
+        let forged = Spi::get_one::<String>(
+            "SELECT auth.sign_jwt('{\"sub\":\"mallory\",\"exp\":9999999999}', 'x-secret-of-at-least-thirty-two-bytes', 'HS256')",
+        )
+        .unwrap()
+        .unwrap();
+        let forged_payload = forged.split('.').nth(1).unwrap();
+        Spi::run(&format!(
+            "SELECT auth.jwt_session_init('{}.{}.{}')",
+            parts[0], forged_payload, parts[2]
+        ))
+        .unwrap();
+    }
+
+    #[pg_test(error = "rate limit exceeded")]
+    fn the_limit_raises_once_exhausted() {
+        Spi::run("SELECT auth.check_write_rate('k', 2, 60) FROM generate_series(1, 3)").unwrap();
+    }
+
+    fn time_checks_in_one_statement(n: i64, key: &str) -> f64 {
+        let start = Instant::now();
+        let admitted = Spi::get_one::<i64>(&format!(
+            "SELECT count(*) FROM generate_series(1, {n}) WHERE auth.check_write_rate('{key}', 2147483647, 3600)"
+        ))
+        .unwrap()
+        .unwrap();
+        assert_eq!(admitted, n);
+        start.elapsed().as_secs_f64()
+    }
+
+    /// The table store keeps one row version per key per transaction, so a long transaction on one
+    /// key is linear: 100,000 checks take at most 10x the time of 10,000 (quadratic would be 100x).
+    #[pg_test]
+    fn table_store_is_linear_inside_one_transaction() {
+        Spi::run("SET pg_rls_auth.rate_limit_store = 'table'").unwrap();
+        let small = (0..3)
+            .map(|i| time_checks_in_one_statement(10_000, &format!("small{i}")))
+            .fold(f64::MAX, f64::min);
+        let large = time_checks_in_one_statement(100_000, "large");
+        assert!(
+            large <= 10.0 * small,
+            "100k checks took {large:.3}s, 10k took {small:.3}s"
+        );
+        let versions = Spi::get_one::<i64>("SELECT count(*) FROM auth.write_rate_state")
+            .unwrap()
+            .unwrap();
+        assert_eq!(versions, 0, "rows are written at commit, not per check");
+    }
+}
