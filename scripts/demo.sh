@@ -26,8 +26,12 @@ CREATE EXTENSION pg_rls_auth;
 --    pair with the token kit; in production the public key (or a JWKS) comes from your
 --    identity provider and goes in postgresql.conf or ALTER SYSTEM.
 SELECT auth.generate_jwk('EdDSA') AS private_key \gset
-ALTER SYSTEM SET pg_rls_auth.jwks = :'private_key';
--- ...refused: a private key must never sit in a setting every role can read.
+-- A private key must never sit in a setting every role can read: it is refused at first use.
+\set ON_ERROR_STOP 0
+SELECT set_config('pg_rls_auth.jwks', :'private_key', false) IS NOT NULL AS set;
+SELECT auth.init();
+\set ON_ERROR_STOP 1
+-- The public half is what belongs there.
 SELECT auth.public_jwk(:'private_key') AS public_key \gset
 SELECT set_config('pg_rls_auth.jwks', :'public_key', false) IS NOT NULL AS key_configured;
 

@@ -5,6 +5,7 @@
 use pg_rls_auth_core::{AuthError, ErrorKind};
 use pgrx::pg_sys;
 use std::ffi::{c_char, c_int};
+use std::panic::Location;
 
 /// An error on its way out of a C-callable function: raised only after every Rust value on
 /// the stack is gone, because `errfinish` longjmps.
@@ -14,6 +15,8 @@ pub struct Raise {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// Where the error was made, for the report's LOCATION line.
+    location: &'static Location<'static>,
 }
 
 pub const INVALID_AUTHORIZATION: [u8; 5] = *b"28000";
@@ -23,12 +26,14 @@ pub const OBJECT_NOT_IN_PREREQUISITE_STATE: [u8; 5] = *b"55000";
 pub const TOO_MANY_REQUESTS: [u8; 5] = *b"PT429";
 
 impl Raise {
+    #[track_caller]
     pub fn new(sqlstate: [u8; 5], message: impl Into<String>) -> Self {
         Self {
             sqlstate,
             message: message.into(),
             detail: None,
             hint: None,
+            location: Location::caller(),
         }
     }
 
@@ -44,6 +49,7 @@ impl Raise {
 }
 
 impl From<AuthError> for Raise {
+    #[track_caller]
     fn from(e: AuthError) -> Self {
         let sqlstate = match e.kind {
             ErrorKind::InvalidToken => INVALID_AUTHORIZATION,
@@ -91,6 +97,8 @@ pub unsafe fn raise(r: Raise, hide_statement: bool) -> ! {
     let message = pstr(&r.message);
     let detail = r.detail.as_deref().map(pstr);
     let hint = r.hint.as_deref().map(pstr);
+    let file = pstr(r.location.file());
+    let line = r.location.line() as c_int;
     drop(r);
     unsafe {
         if errstart(pgrx::PgLogLevel::ERROR as c_int, std::ptr::null()) {
@@ -105,7 +113,7 @@ pub unsafe fn raise(r: Raise, hide_statement: bool) -> ! {
             if hide_statement {
                 pg_sys::errhidestmt(true);
             }
-            errfinish(c"pg_rls_auth".as_ptr(), 0, c"pg_rls_auth".as_ptr());
+            errfinish(file, line, c"pg_rls_auth".as_ptr());
         }
     }
     unreachable!("ereport(ERROR) returned")
