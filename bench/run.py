@@ -1,0 +1,343 @@
+#!/usr/bin/env python3
+"""pg_rls_auth benchmarks: every figure is the median of RUNS runs, reported raw and as a ratio
+to a baseline measured in the same run. Driven by scripts/bench.sh, which builds in release mode
+and starts a throwaway cluster; this script only measures and writes the report."""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from pathlib import Path
+
+import psycopg
+
+RUNS = 5
+ROWS = 200_000  # per-row cases
+SUB = "6f1c3a3e-9a53-4c59-8a3f-3f5e1f2b9c10"
+CLAIMS = {"sub": SUB, "role": "authenticated", "email": "alice@example.com", "workspace_id": "w-42",
+          "app_metadata": {"tenant_id": "t1"}}
+
+
+def median(fn, runs=RUNS):
+    values = [fn() for _ in range(runs)]
+    return statistics.median(values), values
+
+
+class Bench:
+    def __init__(self, host, port):
+        self.conninfo = f"host={host} port={port} user=postgres dbname=bench"
+        self.host, self.port = host, port
+        self.results = []  # (case, label, value, unit, baseline label, ratio)
+
+    def connect(self, **settings):
+        conn = psycopg.connect(self.conninfo, autocommit=True)
+        for name, value in settings.items():
+            conn.execute(f"SET {name} = '{value}'")
+        return conn
+
+    def seconds(self, conn, sql, params=None):
+        start = time.perf_counter()
+        conn.execute(sql, params)
+        return time.perf_counter() - start
+
+    def record(self, case, label, value, unit, baseline=None, ratio=None, raw=None):
+        self.results.append({"case": case, "label": label, "value": value, "unit": unit,
+                             "baseline": baseline, "ratio": ratio, "raw": raw})
+        ratio_text = f"  ({ratio:.2f}x vs {baseline})" if ratio is not None else ""
+        print(f"  {case}: {label}: {value:,.1f} {unit}{ratio_text}", flush=True)
+
+    # -- set-up ---------------------------------------------------------------------------
+    def prepare(self, baselines_sql):
+        with self.connect() as c:
+            c.execute("CREATE EXTENSION pg_rls_auth")
+            c.execute(Path(baselines_sql).read_text())
+            self.private = c.execute("SELECT auth.generate_jwk('EdDSA')").fetchone()[0]
+            self.public = c.execute("SELECT auth.public_jwk(%s)", [json.dumps(self.private)]).fetchone()[0]
+            self.token = self.sign(c, CLAIMS, self.private)
+
+    def sign(self, conn, claims, key, alg=None):
+        claims = dict(claims, exp=int(time.time()) + 3600)
+        return conn.execute("SELECT auth.sign_jwt(%s, %s, %s)",
+                            [json.dumps(claims), key if isinstance(key, str) else json.dumps(key), alg]).fetchone()[0]
+
+    def verified_conn(self):
+        c = self.connect(max_parallel_workers_per_gather=0)
+        c.execute("SELECT set_config('pg_rls_auth.jwks', %s, false)", [json.dumps(self.public)])
+        c.execute("SELECT auth.jwt_session_init(%s)", [self.token])
+        return c
+
+    def fallback_conn(self):
+        c = self.connect(max_parallel_workers_per_gather=0)
+        c.execute("SELECT set_config('request.jwt.claims', %s, false)", [json.dumps(CLAIMS)])
+        return c
+
+    # -- case 1: per-row cost in a seq-scan filter ----------------------------------------
+    def per_row(self):
+        case = "1. per-row cost in a filter"
+        query = f"SELECT count(*) FROM generate_series(1, {ROWS}) g WHERE ({{}})::text <> g::text"
+
+        def net_ns(conn, expr):
+            def once():
+                return self.seconds(conn, query.format(expr)) - self.seconds(conn, query.format("'x'"))
+            value, raw = median(once)
+            return value / ROWS * 1e9, [r / ROWS * 1e9 for r in raw]
+
+        for mode, conn in (("verified session", self.verified_conn()), ("fallback", self.fallback_conn())):
+            with conn:
+                conn.execute("SET bench.x = 'user-1'")
+                base, raw = net_ns(conn, "current_setting('bench.x', true)")
+                self.record(case, f"[{mode}] current_setting('x', true)", base, "ns/row", raw=raw)
+                supa_uid = None
+                if mode == "fallback":
+                    supa_uid, raw = net_ns(conn, "bench_baseline.uid()")
+                    self.record(case, f"[{mode}] Supabase-style SQL auth.uid()", supa_uid, "ns/row",
+                                "current_setting", supa_uid / base, raw)
+                    supa_jwt, raw = net_ns(conn, "bench_baseline.jwt() ->> 'workspace_id'")
+                    self.record(case, f"[{mode}] Supabase-style SQL auth.jwt()->>'workspace_id'", supa_jwt,
+                                "ns/row", "current_setting", supa_jwt / base, raw)
+                for expr in ["auth.user_id()", "auth.uid()", "auth.claim('workspace_id')",
+                             "auth.session() ->> 'workspace_id'"]:
+                    v, raw = net_ns(conn, expr)
+                    self.record(case, f"[{mode}] {expr}", v, "ns/row", "current_setting", v / base, raw)
+                    if mode == "fallback" and expr == "auth.user_id()":
+                        self.record(case, f"[{mode}] auth.user_id() speed-up over Supabase-style auth.uid()",
+                                    supa_uid / v, "x", "Supabase-style auth.uid()", supa_uid / v)
+
+    # -- case 2: RLS scan -----------------------------------------------------------------
+    def rls_scan(self):
+        case = "2. RLS scan, 1,000,000 rows, 100 owners"
+        with self.connect() as c:
+            c.execute("CREATE TABLE docs (id int, owner_id text, body text)")
+            c.execute("INSERT INTO docs SELECT g, 'user-' || (g % 100), 'body ' || g FROM generate_series(1, 1000000) g")
+            c.execute("VACUUM ANALYZE docs")
+            c.execute("ALTER TABLE docs ENABLE ROW LEVEL SECURITY")
+            c.execute("CREATE ROLE bench_user")
+            c.execute("GRANT SELECT ON docs TO bench_user")
+        token = None
+        with self.connect() as c:
+            token = self.sign(c, {"sub": "user-7"}, self.private)
+        results = {}
+        for label, using in [("literal owner_id = 'user-7'", "owner_id = 'user-7'"),
+                             ("owner_id = auth.user_id()", "owner_id = auth.user_id()"),
+                             ("owner_id = (select auth.user_id())", "owner_id = (SELECT auth.user_id())")]:
+            with self.connect() as c:
+                c.execute("DROP POLICY IF EXISTS p ON docs")
+                c.execute(f"CREATE POLICY p ON docs USING ({using})")
+            with self.connect(max_parallel_workers_per_gather=0) as c:
+                c.execute("SELECT set_config('pg_rls_auth.jwks', %s, false)", [json.dumps(self.public)])
+                c.execute("SET ROLE bench_user")
+                c.execute("SELECT auth.jwt_session_init(%s)", [token])
+                assert c.execute("SELECT count(*) FROM docs").fetchone()[0] == 10_000
+                v, raw = median(lambda: self.seconds(c, "SELECT count(*) FROM docs") * 1000)
+                results[label] = (v, raw)
+        base = results["literal owner_id = 'user-7'"][0]
+        for label, (v, raw) in results.items():
+            self.record(case, label, v, "ms", "literal", v / base, raw)
+
+    # -- case 3: session init --------------------------------------------------------------
+    def session_init(self):
+        case = "3. session init"
+        n = 300
+        with self.connect() as c:
+            c.execute("CREATE TABLE tokens (alg text, tok text)")
+            keys = []
+            for alg in ["EdDSA", "ES256", "RS256", "PS256"]:
+                private = c.execute("SELECT auth.generate_jwk(%s)", [alg]).fetchone()[0]
+                keys.append(c.execute("SELECT auth.public_jwk(%s)", [json.dumps(private)]).fetchone()[0])
+                c.execute("INSERT INTO tokens SELECT %s, auth.sign_jwt(jsonb_build_object('sub', 'u' || g, "
+                          "'exp', extract(epoch FROM now())::int + 3600), %s) FROM generate_series(1, %s) g",
+                          [alg, json.dumps(private), n])
+            secret = "bench-secret-of-at-least-thirty-two-bytes"
+            c.execute("INSERT INTO tokens SELECT 'HS256', auth.sign_jwt(jsonb_build_object('sub', 'u' || g, "
+                      "'exp', extract(epoch FROM now())::int + 3600), %s) FROM generate_series(1, %s) g",
+                      [secret, n])
+        jwks = json.dumps({"keys": keys})
+        with self.connect() as c:
+            c.execute("SELECT set_config('pg_rls_auth.jwks', %s, false)", [jwks])
+            c.execute("SELECT set_config('pg_rls_auth.jwt_secret', %s, false)", [secret])
+            rates = {}
+            for alg in ["EdDSA", "ES256", "RS256", "PS256", "HS256"]:
+                sql = ("SELECT count(*) FROM tokens, LATERAL auth.jwt_session_init(tok) x "
+                       f"WHERE alg = '{alg}'")
+                v, raw = median(lambda: n / self.seconds(c, sql))
+                rates[alg] = v
+                self.record(case, f"fresh-token verifications, {alg}", v, "inits/s", raw=raw)
+            tok = c.execute("SELECT tok FROM tokens WHERE alg = 'EdDSA' LIMIT 1").fetchone()[0]
+            m = 20_000
+            sql = f"SELECT count(*) FROM generate_series(1, {m}) g, LATERAL auth.jwt_session_init(%s) x"
+            v, raw = median(lambda: m / self.seconds(c, sql, [tok]))
+            self.record(case, "re-init with the same EdDSA token", v, "inits/s",
+                        "fresh EdDSA", v / rates["EdDSA"], raw)
+
+    # -- case 4: rate limiter ---------------------------------------------------------------
+    def limiter(self):
+        case = "4. rate limiter"
+        run_id = [0]
+
+        def ours(store, calls, keys):
+            run_id[0] += 1
+            key = f"'k' || (g % {keys})" if keys > 1 else "'k'"
+            sql = (f"SELECT count(*) FROM generate_series(1, {calls}) g "
+                   f"WHERE auth.check_write_rate({key}, 2147483647, 3600, 'run{run_id[0]}')")
+            with self.connect(**{"pg_rls_auth.rate_limit_store": store}) as c:
+                return calls / self.seconds(c, sql)
+
+        def baseline(calls, keys):
+            key = f"md5((g % {keys})::text)::uuid" if keys > 1 else f"'{SUB}'::uuid"
+            sql = (f"SELECT count(*) FROM generate_series(1, {calls}) g "
+                   f"WHERE bench_baseline.check_write_rate({key}, 2147483647, 3600)")
+            with self.connect() as c:
+                c.execute("TRUNCATE bench_baseline.write_counts")
+                return calls / self.seconds(c, sql)
+
+        b, raw = median(lambda: baseline(20_000, 1000))
+        self.record(case, "one transaction, 1,000 keys: PL/pgSQL baseline", b, "checks/s", raw=raw)
+        for store, calls in (("memory", 500_000), ("table", 200_000)):
+            v, raw = median(lambda: ours(store, calls, 1000))
+            self.record(case, f"one transaction, 1,000 keys: {store} store", v, "checks/s", "PL/pgSQL", v / b, raw)
+        for calls in (10_000, 100_000):
+            b, raw = median(lambda: baseline(calls, 1))
+            self.record(case, f"one key, one transaction, {calls:,} checks: PL/pgSQL baseline", b, "checks/s",
+                        raw=raw)
+            for store in ("memory", "table"):
+                v, raw = median(lambda: ours(store, calls, 1))
+                self.record(case, f"one key, one transaction, {calls:,} checks: {store} store", v, "checks/s",
+                            "PL/pgSQL", v / b, raw)
+        self.pgbench(case)
+
+    def pgbench(self, case):
+        scripts = {
+            "PL/pgSQL baseline": "\\set k random(1, 1000)\n"
+                                 "SELECT bench_baseline.check_write_rate(md5(:k::text)::uuid, 2147483647, 3600);\n",
+            "memory store": "\\set k random(1, 1000)\nSELECT auth.check_write_rate('k' || :k, 2147483647, 3600);\n",
+            "table store": "\\set k random(1, 1000)\nSELECT auth.check_write_rate('k' || :k, 2147483647, 3600);\n",
+        }
+        tps = {}
+        for label, script in scripts.items():
+            path = Path(self.host) / f"bench_{label.split()[0]}.sql"
+            path.write_text(script)
+            os.chmod(path, 0o644)
+            env = dict(os.environ, PGOPTIONS="-c pg_rls_auth.rate_limit_store=table" if label == "table store" else "")
+            for clients in (1, 4):
+                def once():
+                    out = subprocess.run(
+                        ["runuser", "-u", "postgres", "--", "env", f"PGOPTIONS={env['PGOPTIONS']}",
+                         "/usr/lib/postgresql/15/bin/pgbench", "-h", self.host, "-p", str(self.port), "-U", "postgres",
+                         "-n", "-f", str(path), "-c", str(clients), "-j", str(min(clients, 2)), "-T", "4", "bench"],
+                        check=True, capture_output=True, text=True).stdout
+                    line = next(line for line in out.splitlines() if line.startswith("tps"))
+                    return float(line.split()[2])
+                tps[(label, clients)] = median(once)
+        for clients in (1, 4):
+            b = tps[("PL/pgSQL baseline", clients)][0]
+            for label in scripts:
+                v, raw = tps[(label, clients)]
+                self.record(case, f"one transaction per check (pgbench), {clients} client(s): {label}", v,
+                            "checks/s", "PL/pgSQL" if label != "PL/pgSQL baseline" else None,
+                            v / b if label != "PL/pgSQL baseline" else None, raw)
+        one, four = tps[("memory store", 1)][0], tps[("memory store", 4)][0]
+        self.record(case, "memory store: 4 clients over 1 client", four / one, "x", "1 client", four / one)
+
+    # -- case 5: memory ----------------------------------------------------------------------
+    def memory(self):
+        case = "5. memory"
+        with self.connect() as c:
+            size = c.execute("SELECT size FROM pg_shmem_allocations WHERE name = 'pg_rls_auth'").fetchone()[0]
+            slots = int(c.execute("SHOW pg_rls_auth.rate_limit_slots").fetchone()[0])
+        self.record(case, "shared memory per rate-limit key (whole store / rate_limit_slots)", size / slots, "bytes")
+        total = "SELECT sum(size) FROM pg_shmem_allocations"
+        with self.connect() as other:
+            before = other.execute(total).fetchone()[0]
+        sessions = [self.verified_conn() for _ in range(10)]
+        with self.connect() as other:
+            after = other.execute(total).fetchone()[0]
+        for s in sessions:
+            s.close()
+        self.record(case, "shared memory per backend session (all shared memory, 10 verified sessions open)",
+                    (after - before) / 10, "bytes")
+        c = self.verified_conn()
+        pid = c.execute("SELECT pg_backend_pid()").fetchone()[0]
+
+        def rss_kb():
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS"):
+                    return int(line.split()[1])
+        c.execute("SELECT auth.end_session()")
+        c.execute("SELECT auth.user_id()")
+        start = rss_kb()
+        big_claims = dict(CLAIMS, padding="x" * 1000)
+        c.execute("SELECT auth.jwt_session_init(%s)", [self.sign(c, big_claims, self.private)])
+        c.execute("SELECT auth.user_id(), auth.session(), auth.claim('workspace_id')")
+        self.record(case, "backend memory for one session with 1 kB of claims (RSS growth, 4 kB pages)",
+                    rss_kb() - start, "kB")
+        c.close()
+
+
+def svg_chart(results, path):
+    rows = [r for r in results if r["ratio"] is not None and r["unit"] != "x"]
+    width, bar_h, left = 980, 18, 520
+    height = 40 + bar_h * len(rows) * 1.4
+    top = max(r["ratio"] for r in rows)
+    scale = (width - left - 80) / max(1.0, __import__("math").log10(top) + 1)
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{int(height)}" '
+           'font-family="sans-serif" font-size="11">',
+           f'<text x="10" y="18" font-size="13" font-weight="bold">pg_rls_auth: ratio to the baseline of '
+           'each row (log scale; cost ratios for per-row and scan cases, speed ratios elsewhere)</text>']
+    import math
+    for i, r in enumerate(rows):
+        y = 32 + i * bar_h * 1.4
+        w = max(1.0, (math.log10(r["ratio"]) + 1) * scale)
+        label = r["label"].replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+        out.append(f'<text x="{left - 6}" y="{y + 13}" text-anchor="end">{label[:80]}</text>')
+        out.append(f'<rect x="{left}" y="{y}" width="{w:.1f}" height="{bar_h}" fill="#4a7bd0"/>')
+        out.append(f'<text x="{left + w + 4:.1f}" y="{y + 13}">{r["ratio"]:.2f}x</text>')
+    out.append("</svg>")
+    Path(path).write_text("\n".join(out) + "\n")
+
+
+def report(bench, out_dir, header):
+    today = datetime.date.today().isoformat()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md, svg = out_dir / f"{today}.md", out_dir / f"{today}.svg"
+    lines = [f"# pg_rls_auth benchmark, {today}", "", header, "",
+             f"Each figure is the median of {RUNS} runs (raw runs in brackets); ratios compare with the "
+             "baseline named, measured in the same run.", ""]
+    case = None
+    for r in bench.results:
+        if r["case"] != case:
+            case = r["case"]
+            lines += ["", f"## {case}", "", "| measurement | median | ratio | runs |", "|---|---|---|---|"]
+        ratio = f"{r['ratio']:.2f}x vs {r['baseline']}" if r["ratio"] is not None else ""
+        raw = ", ".join(f"{x:,.1f}" for x in r["raw"]) if r["raw"] else ""
+        lines.append(f"| {r['label']} | {r['value']:,.1f} {r['unit']} | {ratio} | {raw} |")
+    lines += ["", f"![chart]({svg.name})", ""]
+    md.write_text("\n".join(lines))
+    svg_chart(bench.results, svg)
+    (out_dir / f"{today}.json").write_text(json.dumps(bench.results, indent=1))
+    print(f"wrote {md} and {svg}")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--host", required=True)
+    ap.add_argument("--port", type=int, required=True)
+    ap.add_argument("--baselines", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--header", default="")
+    args = ap.parse_args()
+    bench = Bench(args.host, args.port)
+    bench.prepare(args.baselines)
+    started = time.time()
+    for step in (bench.per_row, bench.rls_scan, bench.session_init, bench.limiter, bench.memory):
+        print(f"== {step.__name__}", flush=True)
+        step()
+    print(f"measured in {time.time() - started:.0f} s")
+    report(bench, Path(args.out), args.header + f"\n\nPython {platform.python_version()}, psycopg {psycopg.__version__}.")
+
+
+if __name__ == "__main__":
+    main()
