@@ -227,11 +227,13 @@ fn get_config_string(name: &CStr) -> Option<&'static str> {
 fn fallback_session(backend: &mut Backend) -> Result<Option<Rc<Session>>, Raise> {
     let claims = get_config_string(c"request.jwt.claims");
     let legacy_sub = get_config_string(c"request.jwt.claim.sub");
-    let source = (
-        claims.unwrap_or("").to_string(),
-        legacy_sub.map(String::from),
-    );
-    if backend.fallback_source.as_ref() != Some(&source) {
+    let unchanged = matches!(&backend.fallback_source,
+        Some((c, s)) if c == claims.unwrap_or("") && s.as_deref() == legacy_sub);
+    if !unchanged {
+        let source = (
+            claims.unwrap_or("").to_string(),
+            legacy_sub.map(String::from),
+        );
         backend.fallback = match (claims, legacy_sub) {
             (None, None) => None,
             (c, s) => {
