@@ -45,6 +45,7 @@ layer "#[pg_test] tests (cargo pgrx test)" pgrx_tests
 layer "install into PostgreSQL 15" install_extension
 layer "pg_regress (plain and parallel)" bash scripts/regress.sh
 layer "integration tests (pgrx-tests/)" cargo test -p pg_rls_auth_it -- --test-threads=1
+layer "fuzzing, briefly (15 s per target; long runs: scripts/fuzz.sh)" bash scripts/fuzz.sh 15
 
 echo
 if ((failed)); then

@@ -7,6 +7,9 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{pg_guard, pg_sys, PostgresGucEnum};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use crate::errors::{Raise, INSUFFICIENT_PRIVILEGE};
 
 pub static JWKS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static JWT_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -94,6 +97,38 @@ unsafe extern "C-unwind" fn check_startup_only(
     false
 }
 
+/// The HMAC secret may not be stored per database, per role or on a function: PostgreSQL keeps
+/// those values in catalogs every role can read (pg_db_role_setting, pg_proc.proconfig).
+/// ALTER DATABASE/ROLE and CREATE FUNCTION ... SET validate with PGC_S_TEST; connection start
+/// applies stored values with the database/user sources.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_secret_source(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    use pg_sys::GucSource::*;
+    let empty = unsafe { (*newval).is_null() || **newval == 0 };
+    let catalogued = matches!(
+        source,
+        PGC_S_TEST | PGC_S_DATABASE | PGC_S_USER | PGC_S_DATABASE_USER
+    );
+    if empty || !catalogued {
+        return true;
+    }
+    // Our own message: PostgreSQL's default one would quote the secret.
+    unsafe {
+        pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(
+            c"pg_rls_auth.jwt_secret cannot be set per database, per role or on a function"
+                .as_ptr(),
+        );
+        pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(
+            c"Those values are readable by every role. Set it in postgresql.conf or with ALTER SYSTEM.".as_ptr(),
+        );
+    }
+    false
+}
+
 /// Reads a string setting without copying; empty and unset are both None.
 pub fn string_value(setting: &GucSetting<Option<CString>>) -> Option<&'static str> {
     let ptr = unsafe { *setting.as_ptr() };
@@ -157,7 +192,62 @@ fn not_in_sample() -> GucFlags {
     GucFlags::from_bits_retain(pg_sys::GUC_NOT_IN_SAMPLE as i32)
 }
 
+/// This extension's settings that a non-superuser sent in the startup packet before the library
+/// was loaded (it was not preloaded), found by `init`.
+static STARTUP_OVERRIDES: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Startup-packet values become a setting's reset value. When the library then loads,
+/// PostgreSQL re-applies them with the sender's privileges, refuses them for a non-superuser,
+/// and leaves the setting at its built-in default: the configured keys and checks are gone for
+/// that connection. Find such settings before defining them, to fail closed.
+fn find_startup_overrides() -> Vec<String> {
+    let superuser = unsafe {
+        let v = pg_sys::GetConfigOption(c"is_superuser".as_ptr(), true, false);
+        !v.is_null() && CStr::from_ptr(v).to_bytes() == b"on"
+    };
+    if superuser {
+        return Vec::new();
+    }
+    let mut found = Vec::new();
+    unsafe {
+        let vars = pg_sys::get_guc_variables();
+        for i in 0..pg_sys::GetNumConfigOptions() as usize {
+            let var = &**vars.add(i);
+            let name = CStr::from_ptr(var.name).to_string_lossy();
+            let placeholder = var.flags & pg_sys::GUC_CUSTOM_PLACEHOLDER as i32 != 0;
+            let from_startup = var.reset_source == pg_sys::GucSource::PGC_S_CLIENT
+                || var.source == pg_sys::GucSource::PGC_S_CLIENT;
+            if placeholder
+                && from_startup
+                && name.starts_with("pg_rls_auth.")
+                && name != "pg_rls_auth.session_jwk"
+            {
+                found.push(name.into_owned());
+            }
+        }
+    }
+    found
+}
+
+/// The error every session function raises when a non-superuser's startup packet overrode
+/// this extension's settings.
+pub fn startup_override_error() -> Option<Raise> {
+    let names = STARTUP_OVERRIDES.get().filter(|n| !n.is_empty())?;
+    Some(
+        Raise::new(
+            INSUFFICIENT_PRIVILEGE,
+            "pg_rls_auth settings were sent at connection start by a role that may not set them",
+        )
+        .detail(format!(
+            "{} replaced the configured values for this connection.",
+            names.join(", ")
+        ))
+        .hint("Connect without them (PGOPTIONS, -c), or preload the library: shared_preload_libraries = 'pg_rls_auth'."),
+    )
+}
+
 pub fn init() {
+    let _ = STARTUP_OVERRIDES.set(find_startup_overrides());
     let hidden = GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL;
     define_string(
         c"pg_rls_auth.jwks",
@@ -171,11 +261,11 @@ pub fn init() {
     define_string(
         c"pg_rls_auth.jwt_secret",
         c"HMAC secret for HS256/HS384/HS512 tokens (at least 32 bytes).",
-        c"Hidden from non-superusers.",
+        c"Hidden from non-superusers. Set it in postgresql.conf or with ALTER SYSTEM, not per database or role.",
         &JWT_SECRET,
         GucContext::Suset,
         hidden,
-        (None, Some(config_changed_string)),
+        (Some(check_secret_source), Some(config_changed_string)),
     );
     define_bool(
         c"pg_rls_auth.jwt_secret_is_base64",
@@ -306,6 +396,15 @@ pub fn init() {
         GucContext::Suset,
         GucFlags::default(),
     );
+    // PostgreSQL allows a postmaster-level setting only while preloading (and it only means
+    // something then): without preload this setting does not exist.
+    if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
+        define_rate_limit_slots();
+    }
+    unsafe { pg_sys::MarkGUCPrefixReserved(c"pg_rls_auth".as_ptr()) };
+}
+
+fn define_rate_limit_slots() {
     GucRegistry::define_int_guc(
         c"pg_rls_auth.rate_limit_slots",
         c"Keys the shared-memory rate-limit store holds (needs shared_preload_libraries).",
@@ -316,7 +415,6 @@ pub fn init() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
-    unsafe { pg_sys::MarkGUCPrefixReserved(c"pg_rls_auth".as_ptr()) };
 }
 
 /// Sets the session setting from C, at superuser level, as SET or SET LOCAL would.

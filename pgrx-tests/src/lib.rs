@@ -197,10 +197,15 @@ impl Cluster {
 
     /// `ALTER SYSTEM SET name = value` and a reload; returns once new connections see it.
     pub fn set_system(&self, name: &str, value: &str) {
-        self.sql(
-            "postgres",
-            &format!("ALTER SYSTEM SET {name} = {}", quote(value)),
-        );
+        // PostgreSQL 15 checks the name against loaded libraries (the server may not preload).
+        let mut admin = self.superuser("postgres");
+        admin
+            .batch_execute("LOAD 'pg_rls_auth'")
+            .expect("load the library");
+        let set = format!("ALTER SYSTEM SET {name} = {}", quote(value));
+        admin
+            .batch_execute(&set)
+            .unwrap_or_else(|e| panic!("{set}: {}", describe(&e)));
         self.sql("postgres", "SELECT pg_reload_conf()");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
@@ -214,6 +219,38 @@ impl Cluster {
             }
             assert!(Instant::now() < deadline, "{name} never became {value:?}");
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The directory holding the server's Unix socket (and its data and log).
+    pub fn socket_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Kills one backend with SIGKILL, as the OOM killer would.
+    pub fn kill_backend(&self, pid: i32) {
+        let status = Command::new("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -KILL {pid}");
+    }
+
+    /// Waits until the server accepts connections again (after a crash restart).
+    pub fn wait_ready(&self) -> Client {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(mut c) = self.try_connect("postgres", "postgres", "") {
+                if c.simple_query("SELECT 1").is_ok() {
+                    return c;
+                }
+            }
+            assert!(Instant::now() < deadline, "the server did not come back");
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 
@@ -326,4 +363,98 @@ pub fn init(client: &mut Client, token: &str, local: bool) -> Result<(), postgre
     client
         .execute("SELECT auth.jwt_session_init($1, $2)", &[&token, &local])
         .map(|_| ())
+}
+
+/// A PgBouncer in front of a cluster, on a Unix socket of its own; stopped when dropped.
+pub struct PgBouncer {
+    dir: PathBuf,
+    port: u16,
+    child: std::process::Child,
+}
+
+impl PgBouncer {
+    /// Starts PgBouncer with `pool_mode = transaction`, `pool_size` server connections per
+    /// database and user, and `extra` lines in its `[pgbouncer]` section.
+    pub fn start(cluster: &Cluster, users: &[&str], pool_size: u32, extra: &[&str]) -> PgBouncer {
+        let dir = cluster.dir.join(format!(
+            "bouncer{}",
+            NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&dir).expect("create PgBouncer's directory");
+        let port = cluster.port;
+        let users_file = dir.join("users.txt");
+        let lines: Vec<String> = users.iter().map(|u| format!("\"{u}\" \"\"")).collect();
+        std::fs::write(&users_file, lines.join("\n") + "\n").expect("write the users file");
+        let ini = format!(
+            "[databases]\n* = host={host} port={port}\n\n[pgbouncer]\n\
+             listen_addr =\nunix_socket_dir = {dir}\nlisten_port = {port}\n\
+             auth_type = trust\nauth_file = {users}\npool_mode = transaction\n\
+             default_pool_size = {pool_size}\nmin_pool_size = 0\nreserve_pool_size = 0\n\
+             max_client_conn = 200\nlogfile = {dir}/pgbouncer.log\npidfile = {dir}/pgbouncer.pid\n\
+             ignore_startup_parameters = options\n{extra}\n",
+            host = cluster.dir.display(),
+            dir = dir.display(),
+            users = users_file.display(),
+            extra = extra.join("\n"),
+        );
+        let ini_path = dir.join("pgbouncer.ini");
+        std::fs::write(&ini_path, ini).expect("write pgbouncer.ini");
+        // PgBouncer refuses to run as root, as PostgreSQL does.
+        let program = "/usr/sbin/pgbouncer";
+        let mut command = if is_root() {
+            Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(&dir)
+                .status()
+                .expect("run chown");
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--", program]);
+            c
+        } else {
+            Command::new(program)
+        };
+        let child = command
+            .arg(&ini_path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start pgbouncer");
+        let bouncer = PgBouncer { dir, port, child };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while bouncer.try_connect(users[0], "postgres").is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "pgbouncer did not start: {}",
+                std::fs::read_to_string(bouncer.dir.join("pgbouncer.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        bouncer
+    }
+
+    pub fn try_connect(&self, user: &str, db: &str) -> Result<Client, postgres::Error> {
+        postgres::Config::new()
+            .host_path(&self.dir)
+            .port(self.port)
+            .user(user)
+            .dbname(db)
+            .connect_timeout(Duration::from_secs(30))
+            .connect(NoTls)
+    }
+
+    /// Connects as `user` to `db` through PgBouncer; panics on failure.
+    pub fn connect(&self, user: &str, db: &str) -> Client {
+        self.try_connect(user, db)
+            .unwrap_or_else(|e| panic!("connect through pgbouncer as {user}: {e}"))
+    }
+}
+
+impl Drop for PgBouncer {
+    fn drop(&mut self) {
+        if let Ok(pid) = std::fs::read_to_string(self.dir.join("pgbouncer.pid")) {
+            let _ = Command::new("kill").args(["-TERM", pid.trim()]).status();
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

@@ -156,11 +156,7 @@ fn startup_packet_cannot_override_trust_settings() {
 }
 
 #[test]
-#[ignore = "reason: without shared_preload_libraries the library cannot be loaded at all: \
-            its _PG_init defines pg_rls_auth.rate_limit_slots (PGC_POSTMASTER) unconditionally, \
-            so CREATE EXTENSION (or LOAD) dies with FATAL \"cannot create PGC_POSTMASTER \
-            variables after startup\""]
-fn without_preload_startup_and_set_values_are_dropped_when_the_library_loads() {
+fn without_preload_startup_and_set_values_cannot_replace_the_configuration() {
     let cluster = Cluster::start_without_preload(&[]);
     cluster.setup("app", &["alice"]);
     let configured = Key::new();
@@ -174,21 +170,46 @@ fn without_preload_startup_and_set_values_are_dropped_when_the_library_loads() {
         attacker.public
     );
     let mut alice = cluster.connect("alice", "app", &options);
+    // PostgreSQL drops them, but with them the configured key (their reset value is now
+    // alice's, refused): the connection fails closed instead of running without a key, where
+    // request.jwt.claims would be trusted.
+    alice
+        .batch_execute(r#"SET request.jwt.claims = '{"sub":"mallory"}'"#)
+        .unwrap();
+    for sql in [
+        "SELECT auth.user_id()",
+        "SELECT auth.session()",
+        "SELECT auth.init()",
+    ] {
+        let err = alice.batch_execute(sql).unwrap_err();
+        assert_eq!(sqlstate(&err).as_deref(), Some("42501"), "{sql}");
+        let detail = err.as_db_error().and_then(|d| d.detail()).unwrap_or("");
+        assert!(detail.contains("pg_rls_auth.jwks"), "{detail}");
+        assert!(!detail.contains(&attacker.public), "{detail}");
+    }
     assert_eq!(
-        user_id(&mut alice),
-        None,
-        "startup-packet session must not apply"
+        err_code(init(&mut alice, &attacker.token_for("mallory"), false)),
+        "42501"
     );
+    assert_eq!(
+        err_code(init(&mut alice, &configured.token_for("alice"), false)),
+        "42501"
+    );
+    // Loaded now: the attacker's values were dropped.
     let jwks: String = alice
         .query_one("SHOW pg_rls_auth.jwks", &[])
         .unwrap()
         .get(0);
-    assert_eq!(jwks, configured.public);
+    assert_ne!(jwks, attacker.public);
     let proxy: String = alice
         .query_one("SHOW pg_rls_auth.trusted_proxy", &[])
         .unwrap()
         .get(0);
     assert_eq!(proxy, "off");
+    // Without them, the same role gets the configured key.
+    let mut alice = cluster.connect("alice", "app", "");
+    init(&mut alice, &configured.token_for("alice"), false).unwrap();
+    assert_eq!(user_id(&mut alice).as_deref(), Some("alice"));
     assert_eq!(
         err_code(init(&mut alice, &attacker.token_for("mallory"), false)),
         "28000"
@@ -278,29 +299,42 @@ fn secret_is_hidden_from_ordinary_roles() {
 }
 
 #[test]
-#[ignore = "reason: a jwt_secret configured with ALTER DATABASE/ROLE ... SET (a way the README \
-            documents) is readable by every role in pg_db_role_setting.setconfig"]
-fn secret_set_per_database_is_hidden() {
+fn secret_cannot_be_stored_where_every_role_reads_it() {
+    // pg_db_role_setting and pg_proc.proconfig are readable by every role, so the secret is
+    // refused there, even from a superuser; postgresql.conf and ALTER SYSTEM stay private.
     let cluster = Cluster::start(&[]);
     cluster.setup("app", &["alice"]);
-    cluster.sql(
-        "app",
-        &format!(
-            "ALTER DATABASE app SET pg_rls_auth.jwt_secret = {}",
-            quote(SECRET)
-        ),
-    );
+    let mut admin = cluster.superuser("app");
+    for sql in [
+        "ALTER DATABASE app SET pg_rls_auth.jwt_secret = ",
+        "ALTER ROLE alice SET pg_rls_auth.jwt_secret = ",
+        "ALTER ROLE alice IN DATABASE app SET pg_rls_auth.jwt_secret = ",
+        "CREATE FUNCTION leak() RETURNS int LANGUAGE sql SET pg_rls_auth.jwt_secret = ",
+    ] {
+        let mut statement = format!("{sql}{}", quote(SECRET));
+        if sql.starts_with("CREATE FUNCTION") {
+            statement.push_str(" AS 'SELECT 1'");
+        }
+        let err = admin.batch_execute(&statement).unwrap_err();
+        assert_eq!(sqlstate(&err).as_deref(), Some("22023"), "{statement}");
+        assert!(
+            !describe(&err).contains(SECRET),
+            "the error echoes the secret: {}",
+            describe(&err)
+        );
+    }
     let mut alice = cluster.connect("alice", "app", "");
     let leaked: i64 = alice
         .query_one(
-            "SELECT count(*) FROM pg_db_role_setting, unnest(setconfig) c WHERE c LIKE '%' || $1 || '%'",
+            "SELECT (SELECT count(*) FROM pg_db_role_setting, unnest(setconfig) c WHERE c LIKE '%' || $1 || '%') \
+                  + (SELECT count(*) FROM pg_proc, unnest(proconfig) c WHERE c LIKE '%' || $1 || '%')",
             &[&SECRET],
         )
-        .map(|r| r.get(0))
-        .unwrap_or(0);
+        .unwrap()
+        .get(0);
     assert_eq!(
         leaked, 0,
-        "an ordinary role reads the HMAC secret from pg_db_role_setting"
+        "an ordinary role reads the HMAC secret from a catalog"
     );
 }
 

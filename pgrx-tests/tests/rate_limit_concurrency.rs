@@ -102,26 +102,11 @@ fn hammer(
 /// Runs one scenario and checks the exact model, the store used and what the store says.
 fn scenario(cluster: &Cluster, role: &str, per_thread: usize, keys: usize, max_writes: i32) {
     let bucket = format!("{role}-{per_thread}x{keys}-{max_writes}");
-    // The table store's first check of a key is not exact under concurrency (see
-    // table_store_first_check_of_a_key_is_exact_under_concurrency): there, each key's first
-    // check is made alone, before the others race.
-    let warm_up = role.starts_with("tab");
-    let mut warm = Outcome::default();
-    if warm_up {
-        let mut c = cluster.connect(role, "app", TIMEOUTS);
-        for k in 0..keys {
-            assert!(check(&mut c, &format!("k{k}"), max_writes, &bucket, false));
-            warm.admitted.insert(format!("k{k}"), 1);
-        }
-    }
-    let mut out = hammer(cluster, role, per_thread, keys, max_writes, &bucket);
-    for (k, n) in warm.admitted {
-        *out.admitted.entry(k).or_default() += n;
-    }
-    let attempts_per_key = (THREADS * per_thread / keys) as u64 + u64::from(warm_up);
+    let out = hammer(cluster, role, per_thread, keys, max_writes, &bucket);
+    let attempts_per_key = (THREADS * per_thread / keys) as u64;
     assert_eq!(
         attempts_per_key * keys as u64,
-        (THREADS * per_thread + if warm_up { keys } else { 0 }) as u64
+        (THREADS * per_thread) as u64
     );
     let expected = attempts_per_key.min(max_writes as u64);
     let mut wrong: Vec<(String, u64)> = (0..keys)
@@ -204,6 +189,19 @@ fn table_store_one_key_exact_under_concurrency() {
     scenario(&cluster, "tab", 300, 1, 500); // 2400 transactions queueing on one row
     scenario(&cluster, "tab", 50, 1, 1000); // 400 attempts: all admitted
     scenario(&cluster, "tab_deny", 100, 1, 500);
+}
+
+/// 8 connections x 10,000 checks over 100 keys, each check its own transaction.
+#[test]
+fn memory_store_eighty_thousand_checks_over_100_keys() {
+    let cluster = limiter_cluster();
+    scenario(&cluster, "mem", 10_000, 100, 500); // 800 attempts per key: 500 admitted each
+}
+
+#[test]
+fn table_store_eighty_thousand_checks_over_100_keys() {
+    let cluster = limiter_cluster();
+    scenario(&cluster, "tab", 10_000, 100, 500);
 }
 
 #[test]
@@ -401,10 +399,6 @@ fn table_store_overlapping_checks_of_a_key_are_exact() {
 }
 
 #[test]
-#[ignore = "reason: table store over-admits on a key's first check under concurrency: LOCK_ROW's \
-            SELECT .. FOR UPDATE runs before its INSERT CTE and cannot see a row inserted by a \
-            concurrent uncommitted transaction, so every overlapping first check starts from a \
-            fresh state (4 admitted for a limit of 1) and the last commit overwrites the state"]
 fn table_store_first_check_of_a_key_is_exact_under_concurrency() {
     let cluster = limiter_cluster();
     assert_eq!(

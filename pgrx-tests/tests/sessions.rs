@@ -165,9 +165,6 @@ fn failed_init_leaves_no_session_also_in_parallel_workers() {
 }
 
 #[test]
-#[ignore = "reason: after a failed auth.jwt_session_init, the workers of a parallel CREATE INDEX \
-            (a utility statement: the ExecutorStart hook that clears the revoked session never \
-            runs) still receive the revoked session and auth.user_id() returns its sub there"]
 fn failed_init_leaves_no_session_in_parallel_index_builds() {
     let (cluster, key) = keyed_cluster();
     cluster.sql("app", "CREATE SCHEMA s AUTHORIZATION alice");

@@ -18,11 +18,12 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
 
-const LOCK_ROW: &str = "\
-    WITH ins AS (INSERT INTO auth.write_rate_state (bucket, key, tat, scale) \
-                 VALUES ($1, $2, 0, 0) ON CONFLICT (bucket, key) DO NOTHING RETURNING 1) \
-    SELECT tat::pg_catalog.text, scale FROM auth.write_rate_state \
+const LOCK_ROW: &str = "SELECT tat::pg_catalog.text, scale FROM auth.write_rate_state \
     WHERE bucket OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2 FOR UPDATE";
+/// A separate statement from LOCK_ROW: when a concurrent transaction inserts the same key, this
+/// waits for it, and the LOCK_ROW that follows (a new snapshot) then sees its row.
+const INSERT_ROW: &str = "INSERT INTO auth.write_rate_state (bucket, key, tat, scale) \
+    VALUES ($1, $2, 0, 0) ON CONFLICT (bucket, key) DO NOTHING";
 const READ_ROW: &str = "SELECT tat::pg_catalog.text, scale FROM auth.write_rate_state \
     WHERE bucket OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2";
 const WRITE_ROW: &str =
@@ -188,7 +189,13 @@ pub fn decide(
         let mut state = parse_state(as_owner(|| run(READ_ROW, args(), &key_types())))?;
         return Ok(gcra_decide(&mut state, limit, now_ns, false));
     }
-    let mut state = parse_state(as_owner(|| run(LOCK_ROW, args(), &key_types())))?;
+    let row = as_owner(|| {
+        run(LOCK_ROW, args(), &key_types()).or_else(|| {
+            run(INSERT_ROW, args(), &key_types());
+            run(LOCK_ROW, args(), &key_types())
+        })
+    });
+    let mut state = parse_state(row)?;
     let d = gcra_decide(&mut state, limit, now_ns, true);
     let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
     BACKEND.with_borrow_mut(|b| {
