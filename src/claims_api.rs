@@ -112,7 +112,7 @@ CREATE FUNCTION auth.role() RETURNS text
 CREATE FUNCTION auth.email() RETURNS text
     LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_email';
 CREATE FUNCTION auth.organization() RETURNS jsonb
-    LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT auth.session() -> 'o' $$;
+    LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT auth.session() OPERATOR(pg_catalog.->) 'o' $$;
 COMMENT ON FUNCTION auth.organization() IS 'The Neon Auth organization claim "o"';
 CREATE FUNCTION auth.organization_id() RETURNS text
     LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_organization_id';

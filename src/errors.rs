@@ -112,7 +112,9 @@ pub unsafe fn raise(r: Raise, hide_statement: bool) -> ! {
                 errhint(c"%s".as_ptr(), h);
             }
             if hide_statement {
+                // Neither the statement nor a CONTEXT line quoting it (as PL/pgSQL's would).
                 pg_sys::errhidestmt(true);
+                pg_sys::errhidecontext(true);
             }
             errfinish(file, line, c"pg_rls_auth".as_ptr());
         }

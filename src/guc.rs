@@ -139,6 +139,58 @@ pub fn string_value(setting: &GucSetting<Option<CString>>) -> Option<&'static st
     (!s.is_empty()).then_some(s)
 }
 
+/// A string setting this extension does not define (PostgREST's `request.jwt.claims`), read on
+/// the hot path without PostgreSQL's lookup by name: its record is found once, then confirmed
+/// per call by its slot in the settings array (which changes if the array is re-sorted or the
+/// record replaced) and its name.
+pub struct ForeignSetting {
+    name: &'static CStr,
+    found: std::cell::Cell<Option<(usize, *mut pg_sys::config_generic)>>,
+}
+
+impl ForeignSetting {
+    pub const fn new(name: &'static CStr) -> Self {
+        Self {
+            name,
+            found: std::cell::Cell::new(None),
+        }
+    }
+
+    fn is_it(&self, var: *mut pg_sys::config_generic) -> bool {
+        let var = unsafe { &*var };
+        var.vartype == pg_sys::config_type::PGC_STRING
+            && unsafe { CStr::from_ptr(var.name) }
+                .to_bytes()
+                .eq_ignore_ascii_case(self.name.to_bytes())
+    }
+
+    /// The current value; empty and unset are both None.
+    pub fn value(&self) -> Option<&'static str> {
+        let var = unsafe {
+            let vars = pg_sys::get_guc_variables();
+            let count = pg_sys::GetNumConfigOptions() as usize;
+            match self.found.get() {
+                Some((i, var)) if i < count && *vars.add(i) == var && self.is_it(var) => var,
+                _ => {
+                    // Until someone sets it, PostgreSQL's lookup by name says it is absent.
+                    if pg_sys::GetConfigOption(self.name.as_ptr(), true, false).is_null() {
+                        return None;
+                    }
+                    let i = (0..count).find(|&i| self.is_it(*vars.add(i)))?;
+                    self.found.set(Some((i, *vars.add(i))));
+                    *vars.add(i)
+                }
+            }
+        };
+        let ptr = unsafe { *(*var.cast::<pg_sys::config_string>()).variable };
+        if ptr.is_null() {
+            return None;
+        }
+        let s = unsafe { CStr::from_ptr(ptr) }.to_str().ok()?;
+        (!s.is_empty()).then_some(s)
+    }
+}
+
 /// The stored session, if any.
 pub fn session_value() -> Option<&'static str> {
     string_value(&SESSION)

@@ -1,30 +1,58 @@
 //! Executor and utility hooks: before each query or utility statement (and so before either can
 //! start parallel workers, as a parallel CREATE INDEX does) a session revoked by a failed
 //! auth.jwt_session_init() is cleared from the setting parallel workers inherit.
+//!
+//! The hooks sit in the path of every statement, so an error raised further down must reach
+//! PostgreSQL exactly as it was raised. They therefore call the next hook through raw C
+//! declarations, not pgrx's guarded wrappers (which would catch the error and re-raise a copy),
+//! and hold nothing that needs dropping while they do: an error unwinds past them untouched.
 
 use crate::session;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use std::ffi::c_char;
 
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
+unsafe extern "C-unwind" {
+    #[link_name = "standard_ExecutorStart"]
+    fn raw_standard_executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32);
+    #[link_name = "standard_ProcessUtility"]
+    fn raw_standard_process_utility(
+        pstmt: *mut pg_sys::PlannedStmt,
+        query_string: *const c_char,
+        read_only_tree: bool,
+        context: pg_sys::ProcessUtilityContext::Type,
+        params: pg_sys::ParamListInfo,
+        query_env: *mut pg_sys::QueryEnvironment,
+        dest: *mut pg_sys::DestReceiver,
+        qc: *mut pg_sys::QueryCompletion,
+    );
+}
+
 #[pg_guard]
+extern "C-unwind" fn clear_revoked_session() {
+    // Not in an aborted transaction block, where only ROLLBACK may run.
+    if unsafe { pg_sys::IsTransactionState() } {
+        session::clear_revoked_session();
+    }
+}
+
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
-    session::clear_revoked_session();
+    clear_revoked_session();
     unsafe {
         match PREV_EXECUTOR_START {
             Some(prev) => prev(query_desc, eflags),
-            None => pg_sys::standard_ExecutorStart(query_desc, eflags),
+            None => raw_standard_executor_start(query_desc, eflags),
         }
     }
 }
 
-#[pg_guard]
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C-unwind" fn process_utility(
     pstmt: *mut pg_sys::PlannedStmt,
-    query_string: *const std::ffi::c_char,
+    query_string: *const c_char,
     read_only_tree: bool,
     context: pg_sys::ProcessUtilityContext::Type,
     params: pg_sys::ParamListInfo,
@@ -32,33 +60,19 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    // Not in an aborted transaction block, where only ROLLBACK may run.
-    if unsafe { pg_sys::IsTransactionState() } {
-        session::clear_revoked_session();
-    }
+    clear_revoked_session();
     unsafe {
-        match PREV_PROCESS_UTILITY {
-            Some(prev) => prev(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-            None => pg_sys::standard_ProcessUtility(
-                pstmt,
-                query_string,
-                read_only_tree,
-                context,
-                params,
-                query_env,
-                dest,
-                qc,
-            ),
-        }
+        let next = PREV_PROCESS_UTILITY.unwrap_or(raw_standard_process_utility);
+        next(
+            pstmt,
+            query_string,
+            read_only_tree,
+            context,
+            params,
+            query_env,
+            dest,
+            qc,
+        )
     }
 }
 

@@ -15,7 +15,6 @@ use pg_rls_auth_core::{verify_token, AuthError, ClaimPolicy, Claims, KeySet};
 use pgrx::pg_sys;
 use std::cell::{OnceCell, RefCell};
 use std::collections::VecDeque;
-use std::ffi::CStr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -105,6 +104,9 @@ struct Backend {
 }
 
 thread_local! {
+    static REQUEST_CLAIMS: guc::ForeignSetting = const { guc::ForeignSetting::new(c"request.jwt.claims") };
+    static REQUEST_CLAIM_SUB: guc::ForeignSetting =
+        const { guc::ForeignSetting::new(c"request.jwt.claim.sub") };
     static BACKEND: RefCell<Backend> = RefCell::new(Backend { epoch: 1, ..Default::default() });
 }
 
@@ -138,11 +140,11 @@ fn load_config(generation: u64) -> Config {
             }
         }
     }
+    // Trusted-proxy mode counts as configured even before the proxy sends a key: claims must
+    // then come from verified tokens, never from request.jwt.claims any client can set.
     let configured = guc::string_value(&guc::JWKS).is_some()
         || guc::string_value(&guc::JWT_SECRET).is_some()
-        || (guc::TRUSTED_PROXY.get()
-            && (guc::string_value(&guc::SESSION_JWK).is_some()
-                || guc::string_value(&guc::NEON_SESSION_JWK).is_some()));
+        || guc::TRUSTED_PROXY.get();
     let audiences = guc::string_value(&guc::AUDIENCE)
         .map(|a| {
             a.split(',')
@@ -215,21 +217,10 @@ fn verified_session(backend: &mut Backend) -> Result<Option<Rc<Session>>, Raise>
     Ok(backend.verified.clone())
 }
 
-fn get_config_string(name: &CStr) -> Option<&'static str> {
-    let ptr = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
-    if ptr.is_null() {
-        return None;
-    }
-    unsafe { CStr::from_ptr(ptr) }
-        .to_str()
-        .ok()
-        .filter(|s| !s.is_empty())
-}
-
 /// PostgREST's claims: `request.jwt.claims`, and the legacy `request.jwt.claim.sub`.
 fn fallback_session(backend: &mut Backend) -> Result<Option<Rc<Session>>, Raise> {
-    let claims = get_config_string(c"request.jwt.claims");
-    let legacy_sub = get_config_string(c"request.jwt.claim.sub");
+    let claims = REQUEST_CLAIMS.with(|s| s.value());
+    let legacy_sub = REQUEST_CLAIM_SUB.with(|s| s.value());
     let unchanged = matches!(&backend.fallback_source,
         Some((c, s)) if c == claims.unwrap_or("") && s.as_deref() == legacy_sub);
     if !unchanged {

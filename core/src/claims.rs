@@ -47,6 +47,11 @@ fn numeric_date(map: &Map<String, Value>, name: &str) -> Result<Option<f64>> {
 impl Claims {
     /// Parses a token payload and checks the types of the registered claims.
     pub fn from_payload(bytes: &[u8]) -> Result<Self> {
+        if has_escaped_nul(bytes) {
+            return Err(AuthError::invalid_token(
+                "token payload contains a NUL character (\\u0000), which PostgreSQL text cannot hold",
+            ));
+        }
         let value: Value = serde_json::from_slice(bytes).map_err(|e| {
             AuthError::invalid_token(format!(
                 "token payload is not valid JSON ({})",
@@ -82,6 +87,11 @@ impl Claims {
     /// Claims that need no checks: PostgREST's `request.jwt.claims`, or a session the extension
     /// itself verified and stored.
     pub fn from_trusted_json(json: &str) -> Result<Self> {
+        if has_escaped_nul(json.as_bytes()) {
+            return Err(AuthError::invalid_argument(
+                "claims contain a NUL character (\\u0000), which PostgreSQL text cannot hold",
+            ));
+        }
         let value: Value = serde_json::from_str(json).map_err(|e| {
             AuthError::invalid_argument(format!("claims are not valid JSON ({})", e.classify_str()))
         })?;
@@ -195,6 +205,12 @@ pub fn value_as_text(value: &Value) -> Option<String> {
         Value::String(s) => Some(s.clone()),
         other => Some(other.to_string()),
     }
+}
+
+/// A `\u0000` escape anywhere (a raw NUL is not valid JSON). PostgreSQL text ends at a NUL, so
+/// `"<uuid>\u0000x"` would read as `<uuid>` in a cast; jsonb refuses it outright.
+fn has_escaped_nul(json: &[u8]) -> bool {
+    json.windows(6).any(|w| w == b"\\u0000")
 }
 
 /// A UUID in any form PostgreSQL's uuid input accepts commonly (hyphenated, plain hex, braces).

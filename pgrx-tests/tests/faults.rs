@@ -334,3 +334,29 @@ fn hostile_sizes_are_refused_in_bounded_time_and_memory() {
         1
     );
 }
+
+/// The hooks sit in every statement's path: errors raised below them reach the client exactly
+/// as PostgreSQL made them (no added DETAIL, position kept), also with Rust backtraces on.
+#[test]
+fn errors_of_other_statements_pass_through_the_hooks_unchanged() {
+    std::env::set_var("RUST_BACKTRACE", "1"); // inherited by the server
+    let cluster = Cluster::start(&[]);
+    std::env::remove_var("RUST_BACKTRACE");
+    cluster.setup("app", &["alice"]);
+    cluster.sql("app", "CREATE TABLE public.secret (x int)");
+    let mut alice = cluster.connect("alice", "app", "");
+    for (sql, code) in [
+        ("CREATE ROLE alice", "42501"),                    // ProcessUtility
+        ("CREATE TEMP TABLE t (x no_such_type)", "42704"), // ProcessUtility, with a position
+        ("SELECT * FROM public.secret", "42501"),          // ExecutorStart
+    ] {
+        let err = alice.batch_execute(sql).unwrap_err();
+        let db = err.as_db_error().expect("a server error");
+        assert_eq!(db.code().code(), code, "{sql}: {}", db.message());
+        assert_eq!(db.detail(), None, "{sql}: a DETAIL was added");
+        assert_eq!(db.hint(), None, "{sql}: a HINT was added");
+        if sql.contains("no_such_type") {
+            assert!(db.position().is_some(), "{sql}: the position was lost");
+        }
+    }
+}

@@ -455,3 +455,58 @@ fn ordinary_role_cannot_forge_user_id() {
     assert_eq!(err_code(init(&mut alice, &unsigned, false)), "28000");
     assert_eq!(user_id(&mut alice), None);
 }
+
+/// Objects an ordinary role puts first on its search_path never run with the extension's
+/// rights, nor change what its functions answer.
+#[test]
+fn search_path_objects_do_not_reach_the_extension() {
+    let cluster = Cluster::start(&[]);
+    cluster.setup("app", &["alice"]);
+    let key = Key::new();
+    cluster.set_system("pg_rls_auth.jwks", &key.public);
+    cluster.sql(
+        "app",
+        "CREATE SCHEMA evil AUTHORIZATION alice; \
+         ALTER ROLE alice SET pg_rls_auth.rate_limit_store = 'table'",
+    );
+    let mut alice = cluster.connect("alice", "app", "");
+    alice
+        .batch_execute(
+            "CREATE FUNCTION evil.step(bigint) RETURNS bigint LANGUAGE plpgsql AS \
+               $$BEGIN EXECUTE 'ALTER ROLE alice SUPERUSER'; RETURN 0; END$$; \
+             CREATE AGGREGATE evil.count(*) (sfunc = evil.step, stype = bigint, initcond = '0'); \
+             CREATE FUNCTION evil.eq(text, text) RETURNS boolean LANGUAGE plpgsql AS \
+               $$BEGIN EXECUTE 'ALTER ROLE alice SUPERUSER'; RETURN true; END$$; \
+             CREATE OPERATOR evil.= (leftarg = text, rightarg = text, function = evil.eq); \
+             CREATE FUNCTION evil.arrow(jsonb, text) RETURNS jsonb LANGUAGE sql AS \
+               $$SELECT '{\"id\": \"forged\"}'::jsonb$$; \
+             CREATE OPERATOR evil.-> (leftarg = jsonb, rightarg = text, function = evil.arrow); \
+             SET search_path = evil, pg_catalog, public",
+        )
+        .unwrap();
+    let token = key.token(json!({"sub": "alice", "o": {"id": "org-1"}}));
+    init(&mut alice, &token, false).unwrap();
+    for sql in [
+        "SELECT auth.check_write_rate('k', 10, 60)::text",
+        "SELECT remaining::text FROM auth.write_rate_status('k', 10, 60)",
+        "SELECT slots_used::text FROM auth.write_rate_stats()",
+        "SELECT auth.organization()::text",
+    ] {
+        let seen: Option<String> = alice.query_one(sql, &[]).unwrap().get(0);
+        assert!(!seen.unwrap_or_default().contains("forged"), "{sql}");
+    }
+    let org: String = alice
+        .query_one("SELECT auth.organization() ->> 'id'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(org, "org-1");
+    let superuser: bool = cluster
+        .superuser("app")
+        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = 'alice'", &[])
+        .unwrap()
+        .get(0);
+    assert!(
+        !superuser,
+        "alice made herself superuser through the extension"
+    );
+}

@@ -183,3 +183,25 @@ fn session_jwk_is_accepted_only_from_the_startup_packet() {
         .get(0);
     assert_eq!(auto_conf, 0);
 }
+
+#[test]
+fn proxy_mode_without_a_key_never_trusts_request_claims() {
+    let cluster = Cluster::start(&[]);
+    cluster.setup("app", &["alice"]);
+    cluster.set_system("pg_rls_auth.trusted_proxy", "on");
+    // No key configured and none sent: the claims any client can SET are still not trusted.
+    let mut alice = cluster.connect("alice", "app", "");
+    alice
+        .batch_execute(r#"SET request.jwt.claims = '{"sub":"mallory"}'; SET request.jwt.claim.sub = 'mallory'"#)
+        .unwrap();
+    assert_eq!(user_id(&mut alice), None);
+    assert_eq!(
+        err_code(init(
+            &mut alice,
+            &Key::new().token(json!({"sub": "mallory", "jti": 1})),
+            false
+        )),
+        "28000"
+    );
+    assert_eq!(user_id(&mut alice), None);
+}

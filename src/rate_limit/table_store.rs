@@ -89,11 +89,14 @@ unsafe extern "C-unwind" fn subxact_callback(
     });
 }
 
-/// Runs `f` as the owner of auth.write_rate_state, the way PostgreSQL runs RI checks.
+/// Runs `f` as the owner of auth.write_rate_state, the way PostgreSQL runs RI checks, with
+/// `search_path` pinned to pg_catalog (as maintenance commands do): nothing the caller put on
+/// their path can run with the owner's rights.
 fn as_owner<R>(f: impl FnOnce() -> R) -> R {
     let owner = BACKEND.with_borrow(|b| b.owner).unwrap_or_else(|| {
         let owner = Spi::get_one::<pg_sys::Oid>(
-            "SELECT relowner FROM pg_catalog.pg_class WHERE oid = 'auth.write_rate_state'::pg_catalog.regclass",
+            "SELECT relowner FROM pg_catalog.pg_class \
+             WHERE oid OPERATOR(pg_catalog.=) 'auth.write_rate_state'::pg_catalog.regclass",
         )
         .ok()
         .flatten()
@@ -111,9 +114,26 @@ fn as_owner<R>(f: impl FnOnce() -> R) -> R {
                 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
         );
     }
-    // An ERROR in `f` aborts the (sub)transaction, which restores the user itself.
+    let nest = unsafe {
+        let nest = pg_sys::NewGUCNestLevel();
+        pg_sys::set_config_option(
+            c"search_path".as_ptr(),
+            c"pg_catalog, pg_temp".as_ptr(),
+            pg_sys::GucContext::PGC_USERSET,
+            pg_sys::GucSource::PGC_S_SESSION,
+            pg_sys::GucAction::GUC_ACTION_SAVE,
+            true,
+            0,
+            false,
+        );
+        nest
+    };
+    // An ERROR in `f` aborts the (sub)transaction, which restores the user and the path itself.
     let result = f();
-    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
+    unsafe {
+        pg_sys::AtEOXact_GUC(true, nest);
+        pg_sys::SetUserIdAndSecContext(user, context);
+    }
     result
 }
 
@@ -264,7 +284,7 @@ pub fn reset(bucket: &str, key: &str) -> Result<bool, Raise> {
 
 pub fn rows() -> Result<i64, Raise> {
     Ok(as_owner(|| {
-        Spi::get_one::<i64>("SELECT count(*) FROM auth.write_rate_state")
+        Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM auth.write_rate_state")
             .ok()
             .flatten()
             .unwrap_or(0)
