@@ -139,6 +139,25 @@ pub fn string_value(setting: &GucSetting<Option<CString>>) -> Option<&'static st
     (!s.is_empty()).then_some(s)
 }
 
+/// Every setting's record, as PostgreSQL lists them.
+#[cfg(feature = "pg15")]
+unsafe fn guc_variables() -> (*mut *mut pg_sys::config_generic, usize) {
+    unsafe {
+        (
+            pg_sys::get_guc_variables(),
+            pg_sys::GetNumConfigOptions() as usize,
+        )
+    }
+}
+
+/// Every setting's record, as PostgreSQL lists them (16 and later return the count too).
+#[cfg(not(feature = "pg15"))]
+unsafe fn guc_variables() -> (*mut *mut pg_sys::config_generic, usize) {
+    let mut count = 0;
+    let vars = unsafe { pg_sys::get_guc_variables(&mut count) };
+    (vars, count as usize)
+}
+
 /// A string setting this extension does not define (PostgREST's `request.jwt.claims`), read on
 /// the hot path without PostgreSQL's lookup by name: its record is found once, then confirmed
 /// per call by its slot in the settings array (which changes if the array is re-sorted or the
@@ -146,6 +165,8 @@ pub fn string_value(setting: &GucSetting<Option<CString>>) -> Option<&'static st
 pub struct ForeignSetting {
     name: &'static CStr,
     found: std::cell::Cell<Option<(usize, *mut pg_sys::config_generic)>>,
+    /// How many settings existed when it was last found absent: until that changes, it still is.
+    absent_at: std::cell::Cell<usize>,
 }
 
 impl ForeignSetting {
@@ -153,6 +174,7 @@ impl ForeignSetting {
         Self {
             name,
             found: std::cell::Cell::new(None),
+            absent_at: std::cell::Cell::new(usize::MAX),
         }
     }
 
@@ -167,13 +189,16 @@ impl ForeignSetting {
     /// The current value; empty and unset are both None.
     pub fn value(&self) -> Option<&'static str> {
         let var = unsafe {
-            let vars = pg_sys::get_guc_variables();
-            let count = pg_sys::GetNumConfigOptions() as usize;
+            let (vars, count) = guc_variables();
             match self.found.get() {
                 Some((i, var)) if i < count && *vars.add(i) == var && self.is_it(var) => var,
                 _ => {
-                    // Until someone sets it, PostgreSQL's lookup by name says it is absent.
+                    // Setting it the first time adds a placeholder, so the count changes.
+                    if self.absent_at.get() == count {
+                        return None;
+                    }
                     if pg_sys::GetConfigOption(self.name.as_ptr(), true, false).is_null() {
+                        self.absent_at.set(count);
                         return None;
                     }
                     let i = (0..count).find(|&i| self.is_it(*vars.add(i)))?;
@@ -262,8 +287,8 @@ fn find_startup_overrides() -> Vec<String> {
     }
     let mut found = Vec::new();
     unsafe {
-        let vars = pg_sys::get_guc_variables();
-        for i in 0..pg_sys::GetNumConfigOptions() as usize {
+        let (vars, count) = guc_variables();
+        for i in 0..count {
             let var = &**vars.add(i);
             let name = CStr::from_ptr(var.name).to_string_lossy();
             let placeholder = var.flags & pg_sys::GUC_CUSTOM_PLACEHOLDER as i32 != 0;

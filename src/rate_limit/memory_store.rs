@@ -15,17 +15,35 @@ use std::sync::atomic::{AtomicU64, Ordering};
 const PARTITIONS: usize = 16;
 const NAME: &CStr = c"pg_rls_auth";
 
+/// One partition's bookkeeping, guarded by its lock; a cache line each, so backends working
+/// on different partitions do not contend for it.
+#[repr(C, align(64))]
+struct PartitionStats {
+    used: u32,
+    checks: u64,
+    admitted: u64,
+    evictions: u64,
+}
+
 #[repr(C)]
 struct Header {
     /// Per-cluster random key of the SipHash that names keys.
     secret: [u8; 16],
     slots_per_partition: usize,
+    /// Checks of the table store (counted here when the library is preloaded).
     checks: AtomicU64,
     admitted: AtomicU64,
-    rejected: AtomicU64,
-    evictions: AtomicU64,
-    /// Used slots per partition; each guarded by its partition's lock.
-    used: [u32; PARTITIONS],
+    partitions: [PartitionStats; PARTITIONS],
+}
+
+// LWLockAcquire/Release called directly rather than through pgrx's guarded wrappers (which set
+// up a longjmp catch per call): in this hot path they cannot raise, as the slot table code
+// between them cannot.
+unsafe extern "C-unwind" {
+    #[link_name = "LWLockAcquire"]
+    fn raw_lwlock_acquire(lock: *mut pg_sys::LWLock, mode: pg_sys::LWLockMode::Type) -> bool;
+    #[link_name = "LWLockRelease"]
+    fn raw_lwlock_release(lock: *mut pg_sys::LWLock);
 }
 
 static mut HEADER: *mut Header = std::ptr::null_mut();
@@ -106,19 +124,22 @@ pub fn available() -> bool {
 fn with_partition<R>(
     id: KeyId,
     mode: pg_sys::LWLockMode::Type,
-    f: impl FnOnce(&mut SlotTable) -> R,
+    f: impl FnOnce(&mut SlotTable, &mut PartitionStats) -> R,
 ) -> R {
     unsafe {
         let header = &mut *HEADER;
         let per = header.slots_per_partition;
         let p = id.partition(PARTITIONS);
         let lock = &raw mut (*LOCKS.add(p)).lock;
-        pg_sys::LWLockAcquire(lock, mode);
+        raw_lwlock_acquire(lock, mode);
         let slots = std::slice::from_raw_parts_mut(SLOTS.add(p * per), per);
+        let stats = &mut header.partitions[p];
         // The closure is plain Rust over plain memory: it cannot raise, so the lock is
         // always released here (an ERROR would release it too, via LWLockReleaseAll).
-        let result = f(&mut SlotTable::new(slots, &mut header.used[p]));
-        pg_sys::LWLockRelease(lock);
+        let mut used = stats.used;
+        let result = f(&mut SlotTable::new(slots, &mut used), stats);
+        stats.used = used;
+        raw_lwlock_release(lock);
         result
     }
 }
@@ -127,77 +148,73 @@ fn key_id(bucket: &str, key: &str) -> KeyId {
     KeyId::new(unsafe { &(*HEADER).secret }, bucket, key)
 }
 
-/// Returns the decision and whether a key was evicted to make room.
-pub fn decide(
-    bucket: &str,
-    key: &str,
-    limit: Limit,
-    now_ns: i128,
-    consume: bool,
-) -> (Decision, bool) {
+/// Decides, and with `consume` records the write and counts the check.
+pub fn decide(bucket: &str, key: &str, limit: Limit, now_ns: i128, consume: bool) -> Decision {
     let id = key_id(bucket, key);
-    let mode = if consume {
-        pg_sys::LWLockMode::LW_EXCLUSIVE
-    } else {
-        pg_sys::LWLockMode::LW_SHARED
-    };
     if !consume {
         // A shared lock suffices: deciding without consuming never writes.
-        return with_partition(id, mode, |t| (read_only(t, id, limit, now_ns), false));
+        return with_partition(id, pg_sys::LWLockMode::LW_SHARED, |t, _| {
+            t.decide(id, limit, now_ns, false).decision
+        });
     }
-    let out = with_partition(id, mode, |t| t.decide(id, limit, now_ns, true));
-    (out.decision, out.evicted)
-}
-
-fn read_only(t: &mut SlotTable, id: KeyId, limit: Limit, now_ns: i128) -> Decision {
-    t.decide(id, limit, now_ns, false).decision
+    with_partition(id, pg_sys::LWLockMode::LW_EXCLUSIVE, |t, stats| {
+        let out = t.decide(id, limit, now_ns, true);
+        stats.checks += 1;
+        stats.admitted += u64::from(out.decision.allowed);
+        stats.evictions += u64::from(out.evicted);
+        out.decision
+    })
 }
 
 pub fn reset(bucket: &str, key: &str) -> bool {
     let id = key_id(bucket, key);
-    with_partition(id, pg_sys::LWLockMode::LW_EXCLUSIVE, |t| t.remove(id))
+    with_partition(id, pg_sys::LWLockMode::LW_EXCLUSIVE, |t, _| t.remove(id))
 }
 
-/// Adds one check to the shared counters; false when there is no shared memory.
-pub fn count(allowed: bool, evicted: bool) -> bool {
+/// Counts a check of the table store in shared memory; false when there is none.
+pub fn count_table_check(allowed: bool) -> bool {
     if !available() {
         return false;
     }
     let h = unsafe { &*HEADER };
     h.checks.fetch_add(1, Ordering::Relaxed);
-    if allowed { &h.admitted } else { &h.rejected }.fetch_add(1, Ordering::Relaxed);
-    if evicted {
-        h.evictions.fetch_add(1, Ordering::Relaxed);
-    }
+    h.admitted.fetch_add(u64::from(allowed), Ordering::Relaxed);
     true
+}
+
+/// Each partition's stats, read under its lock.
+fn partition_stats() -> impl Iterator<Item = (u32, u64, u64, u64)> {
+    (0..PARTITIONS).map(|p| unsafe {
+        let lock = &raw mut (*LOCKS.add(p)).lock;
+        raw_lwlock_acquire(lock, pg_sys::LWLockMode::LW_SHARED);
+        let s = &(*HEADER).partitions[p];
+        let out = (s.used, s.checks, s.admitted, s.evictions);
+        raw_lwlock_release(lock);
+        out
+    })
 }
 
 pub fn counters() -> Option<Counters> {
     available().then(|| {
         let h = unsafe { &*HEADER };
-        Counters {
+        let mut c = Counters {
             checks: h.checks.load(Ordering::Relaxed),
             admitted: h.admitted.load(Ordering::Relaxed),
-            rejected: h.rejected.load(Ordering::Relaxed),
-            evictions: h.evictions.load(Ordering::Relaxed),
+            ..Counters::default()
+        };
+        for (_, checks, admitted, evictions) in partition_stats() {
+            c.checks += checks;
+            c.admitted += admitted;
+            c.evictions += evictions;
         }
+        c.rejected = c.checks - c.admitted;
+        c
     })
 }
 
 /// (slots used, keys the store holds before it evicts).
 pub fn usage() -> (i64, i64) {
     let per = unsafe { (*HEADER).slots_per_partition };
-    let used = (0..PARTITIONS)
-        .map(|p| {
-            // Any slot id of partition p: read its count under its lock.
-            let lock = unsafe { &raw mut (*LOCKS.add(p)).lock };
-            unsafe {
-                pg_sys::LWLockAcquire(lock, pg_sys::LWLockMode::LW_SHARED);
-                let n = (*HEADER).used[p];
-                pg_sys::LWLockRelease(lock);
-                i64::from(n)
-            }
-        })
-        .sum();
+    let used = partition_stats().map(|(used, ..)| i64::from(used)).sum();
     (used, (PARTITIONS * max_used(per)) as i64)
 }

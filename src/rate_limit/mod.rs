@@ -113,14 +113,14 @@ thread_local! {
     static LOCAL_COUNTERS: Cell<Counters> = Cell::new(Counters::default());
 }
 
-fn count(allowed: bool, evicted: bool) {
-    if !memory_store::count(allowed, evicted) {
+/// Counts a table-store check: in shared memory when preloaded, else in this backend.
+fn count_table_check(allowed: bool) {
+    if !memory_store::count_table_check(allowed) {
         LOCAL_COUNTERS.with(|c| {
             let mut v = c.get();
             v.checks += 1;
             v.admitted += u64::from(allowed);
             v.rejected += u64::from(!allowed);
-            v.evictions += u64::from(evicted);
             c.set(v);
         });
     }
@@ -128,17 +128,17 @@ fn count(allowed: bool, evicted: bool) {
 
 fn decide(bucket: &str, key: &str, limit: Limit, consume: bool) -> Result<Decision, Raise> {
     let now = now_ns();
-    let (decision, evicted) = match store()? {
+    Ok(match store()? {
+        // The memory store counts its checks under its partition lock.
         Store::Memory => memory_store::decide(bucket, key, limit, now, consume),
-        Store::Table => (
-            table_store::decide(bucket, key, limit, now, consume)?,
-            false,
-        ),
-    };
-    if consume {
-        count(decision.allowed, evicted);
-    }
-    Ok(decision)
+        Store::Table => {
+            let decision = table_store::decide(bucket, key, limit, now, consume)?;
+            if consume {
+                count_table_check(decision.allowed);
+            }
+            decision
+        }
+    })
 }
 
 fn seconds(ns: i128) -> f64 {
