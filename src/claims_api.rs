@@ -32,12 +32,10 @@ unsafe fn uid(_: pg_sys::FunctionCallInfo) -> Answer {
 v1_function!(auth_uid, pg_finfo_auth_uid, uid, hide_statement = false);
 
 unsafe fn claim(fcinfo: pg_sys::FunctionCallInfo) -> Answer {
-    let Some(path) = (unsafe { arg::<&str>(fcinfo, 0) }) else {
-        return Ok(None);
-    };
-    Ok(session::current()?
-        .and_then(|s| s.claim_text(path))
-        .map(|v| text_datum(&v)))
+    match unsafe { arg::<&str>(fcinfo, 0) } {
+        Some(path) => claim_path(path),
+        None => Ok(None),
+    }
 }
 v1_function!(
     auth_claim,

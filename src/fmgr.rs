@@ -62,20 +62,53 @@ pub unsafe fn arg<T: pgrx::FromDatum>(fcinfo: pg_sys::FunctionCallInfo, n: usize
     unsafe { pgrx::fcinfo::pg_getarg::<T>(fcinfo, n) }
 }
 
+/// A `text` argument as `&str`, or None when NULL. Plain (not toasted) UTF-8 values, the usual
+/// case for keys computed per row, are read in place; anything else goes through pgrx's
+/// conversion, which detoasts and converts from the database encoding.
+///
+/// # Safety
+/// `fcinfo` must be valid and argument `n` of type text.
+pub unsafe fn text_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<&'a str> {
+    let datum = unsafe { pgrx::fcinfo::pg_getarg_datum(fcinfo, n) }?;
+    let ptr = datum.cast_mut_ptr::<pg_sys::varlena>() as *const pg_sys::varlena;
+    unsafe {
+        let toasted = pgrx::varlena::varatt_is_1b_e(ptr) || pgrx::varlena::varatt_is_4b_c(ptr);
+        if !toasted {
+            let bytes = std::slice::from_raw_parts(
+                pgrx::varlena::vardata_any(ptr) as *const u8,
+                pgrx::varlena::varsize_any_exhdr(ptr),
+            );
+            if let Ok(text) = std::str::from_utf8(bytes) {
+                return Some(text);
+            }
+        }
+        arg::<&str>(fcinfo, n)
+    }
+}
+
+// palloc called directly rather than through pgrx's guarded wrapper (a longjmp catch per
+// call, a measurable share of a per-row accessor). It raises only when out of memory; that
+// longjmp skips the calling frames, which hold at most a reference count (then leaked).
+unsafe extern "C-unwind" {
+    #[link_name = "palloc"]
+    fn raw_palloc(size: usize) -> *mut std::ffi::c_void;
+}
+
 /// A `text` datum copied from `s` into the current memory context.
 pub fn text_datum(s: &str) -> pg_sys::Datum {
+    let size = pg_sys::VARHDRSZ + s.len();
     unsafe {
-        pg_sys::Datum::from(pg_sys::cstring_to_text_with_len(
-            s.as_ptr() as *const _,
-            s.len() as i32,
-        ))
+        let p = raw_palloc(size) as *mut u8;
+        pgrx::set_varsize_4b(p as *mut pg_sys::varlena, size as i32);
+        std::ptr::copy_nonoverlapping(s.as_ptr(), p.add(pg_sys::VARHDRSZ), s.len());
+        pg_sys::Datum::from(p)
     }
 }
 
 /// A copy of a cached varlena (e.g. jsonb) in the current memory context.
 pub fn varlena_datum(bytes: &[u8]) -> pg_sys::Datum {
     unsafe {
-        let p = pg_sys::palloc(bytes.len()) as *mut u8;
+        let p = raw_palloc(bytes.len()) as *mut u8;
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
         pg_sys::Datum::from(p)
     }

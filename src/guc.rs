@@ -18,7 +18,8 @@ pub static ISSUER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::
 pub static AUDIENCE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static LEEWAY: GucSetting<i32> = GucSetting::<i32>::new(60);
 pub static REQUIRE_EXP: GucSetting<bool> = GucSetting::<bool>::new(true);
-pub static MAX_TOKEN_BYTES: GucSetting<i32> = GucSetting::<i32>::new(16 * 1024);
+pub static MAX_TOKEN_BYTES: GucSetting<i32> =
+    GucSetting::<i32>::new(pg_rls_auth_core::DEFAULT_MAX_TOKEN_BYTES as i32);
 pub static TRUST_REQUEST_CLAIMS: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static TRUSTED_PROXY: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static SESSION_JWK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -139,13 +140,27 @@ pub fn string_value(setting: &GucSetting<Option<CString>>) -> Option<&'static st
     (!s.is_empty()).then_some(s)
 }
 
+// Called on the per-row path of the fallback, so directly rather than through pgrx's guarded
+// wrappers (a longjmp catch per call): neither can raise.
+unsafe extern "C-unwind" {
+    #[link_name = "get_guc_variables"]
+    #[cfg(feature = "pg15")]
+    fn raw_get_guc_variables() -> *mut *mut pg_sys::config_generic;
+    #[link_name = "GetNumConfigOptions"]
+    #[cfg(feature = "pg15")]
+    fn raw_get_num_config_options() -> std::ffi::c_int;
+    #[link_name = "get_guc_variables"]
+    #[cfg(not(feature = "pg15"))]
+    fn raw_get_guc_variables(num_vars: *mut std::ffi::c_int) -> *mut *mut pg_sys::config_generic;
+}
+
 /// Every setting's record, as PostgreSQL lists them.
 #[cfg(feature = "pg15")]
 unsafe fn guc_variables() -> (*mut *mut pg_sys::config_generic, usize) {
     unsafe {
         (
-            pg_sys::get_guc_variables(),
-            pg_sys::GetNumConfigOptions() as usize,
+            raw_get_guc_variables(),
+            raw_get_num_config_options() as usize,
         )
     }
 }
@@ -154,56 +169,54 @@ unsafe fn guc_variables() -> (*mut *mut pg_sys::config_generic, usize) {
 #[cfg(not(feature = "pg15"))]
 unsafe fn guc_variables() -> (*mut *mut pg_sys::config_generic, usize) {
     let mut count = 0;
-    let vars = unsafe { pg_sys::get_guc_variables(&mut count) };
+    let vars = unsafe { raw_get_guc_variables(&mut count) };
     (vars, count as usize)
 }
 
 /// A string setting this extension does not define (PostgREST's `request.jwt.claims`), read on
 /// the hot path without PostgreSQL's lookup by name: its record is found once, then confirmed
-/// per call by its slot in the settings array (which changes if the array is re-sorted or the
-/// record replaced) and its name.
+/// per call by its slot in the settings array and its name pointer (both change if the array
+/// is re-sorted or the record replaced).
+#[derive(Default)]
 pub struct ForeignSetting {
-    name: &'static CStr,
-    found: std::cell::Cell<Option<(usize, *mut pg_sys::config_generic)>>,
-    /// How many settings existed when it was last found absent: until that changes, it still is.
-    absent_at: std::cell::Cell<usize>,
+    found: std::cell::Cell<Option<(usize, *mut pg_sys::config_generic, *const c_char)>>,
+    /// How many settings existed when it was last found absent: until that changes, it still is
+    /// (setting it the first time adds a placeholder).
+    absent_at: std::cell::Cell<Option<usize>>,
 }
 
 impl ForeignSetting {
-    pub const fn new(name: &'static CStr) -> Self {
-        Self {
-            name,
-            found: std::cell::Cell::new(None),
-            absent_at: std::cell::Cell::new(usize::MAX),
-        }
-    }
-
-    fn is_it(&self, var: *mut pg_sys::config_generic) -> bool {
+    fn is(var: *mut pg_sys::config_generic, name: &CStr) -> bool {
         let var = unsafe { &*var };
         var.vartype == pg_sys::config_type::PGC_STRING
             && unsafe { CStr::from_ptr(var.name) }
                 .to_bytes()
-                .eq_ignore_ascii_case(self.name.to_bytes())
+                .eq_ignore_ascii_case(name.to_bytes())
     }
 
-    /// The current value; empty and unset are both None.
-    pub fn value(&self) -> Option<&'static str> {
+    /// The current value of setting `name` (always the same for one instance) as bytes; empty
+    /// and unset are both None.
+    pub fn value(&self, name: &CStr) -> Option<&'static [u8]> {
         let var = unsafe {
             let (vars, count) = guc_variables();
             match self.found.get() {
-                Some((i, var)) if i < count && *vars.add(i) == var && self.is_it(var) => var,
+                Some((i, var, var_name))
+                    if i < count && *vars.add(i) == var && (*var).name == var_name =>
+                {
+                    var
+                }
                 _ => {
-                    // Setting it the first time adds a placeholder, so the count changes.
-                    if self.absent_at.get() == count {
+                    if self.absent_at.get() == Some(count) {
                         return None;
                     }
-                    if pg_sys::GetConfigOption(self.name.as_ptr(), true, false).is_null() {
-                        self.absent_at.set(count);
+                    if pg_sys::GetConfigOption(name.as_ptr(), true, false).is_null() {
+                        self.absent_at.set(Some(count));
                         return None;
                     }
-                    let i = (0..count).find(|&i| self.is_it(*vars.add(i)))?;
-                    self.found.set(Some((i, *vars.add(i))));
-                    *vars.add(i)
+                    let i = (0..count).find(|&i| Self::is(*vars.add(i), name))?;
+                    let var = *vars.add(i);
+                    self.found.set(Some((i, var, (*var).name)));
+                    var
                 }
             }
         };
@@ -211,8 +224,8 @@ impl ForeignSetting {
         if ptr.is_null() {
             return None;
         }
-        let s = unsafe { CStr::from_ptr(ptr) }.to_str().ok()?;
-        (!s.is_empty()).then_some(s)
+        let bytes = unsafe { CStr::from_ptr(ptr) }.to_bytes();
+        (!bytes.is_empty()).then_some(bytes)
     }
 }
 

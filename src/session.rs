@@ -1,8 +1,8 @@
 //! Per-backend session state. The verified session lives in the internal setting
 //! `pg_rls_auth.session`, so PostgreSQL's GUC machinery gives it transaction semantics for free
 //! (ROLLBACK restores, SET LOCAL ends at transaction end, RESET ALL / DISCARD ALL clear it,
-//! parallel workers receive it). Only C code can write it: it is SUSET, and set here at
-//! superuser level after a token verified.
+//! parallel workers receive it). No ordinary role can write it: it is SUSET (a superuser, or a
+//! role granted SET on it, could), and set here at superuser level after a token verified.
 //!
 //! Everything the SQL API reads is cached per generation (see `guc.rs`), so the hot path is two
 //! integer comparisons and a copy of a cached value.
@@ -95,7 +95,10 @@ struct Backend {
     config: Option<Rc<Config>>,
     verified_generation: u64,
     verified: Option<Rc<Session>>,
-    fallback_source: Option<(String, Option<String>)>,
+    request_claims: guc::ForeignSetting,
+    request_claim_sub: guc::ForeignSetting,
+    /// The values the fallback session was built from, as bytes.
+    fallback_source: Option<(Vec<u8>, Option<Vec<u8>>)>,
     fallback: Option<Rc<Session>>,
     tokens: VecDeque<CachedToken>,
     last_proxy_jti: Option<i64>,
@@ -104,9 +107,6 @@ struct Backend {
 }
 
 thread_local! {
-    static REQUEST_CLAIMS: guc::ForeignSetting = const { guc::ForeignSetting::new(c"request.jwt.claims") };
-    static REQUEST_CLAIM_SUB: guc::ForeignSetting =
-        const { guc::ForeignSetting::new(c"request.jwt.claim.sub") };
     static BACKEND: RefCell<Backend> = RefCell::new(Backend { epoch: 1, ..Default::default() });
 }
 
@@ -217,18 +217,32 @@ fn verified_session(backend: &mut Backend) -> Result<Option<Rc<Session>>, Raise>
     Ok(backend.verified.clone())
 }
 
-/// PostgREST's claims: `request.jwt.claims`, and the legacy `request.jwt.claim.sub`.
+fn utf8<'a>(bytes: Option<&'a [u8]>, name: &str) -> Result<Option<&'a str>, Raise> {
+    bytes
+        .map(|b| {
+            std::str::from_utf8(b).map_err(|_| {
+                Raise::new(
+                    crate::errors::INVALID_PARAMETER_VALUE,
+                    format!("{name} is not valid UTF-8"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// PostgREST's claims: `request.jwt.claims`, and the legacy `request.jwt.claim.sub`. Per call
+/// this only compares the settings' bytes with those the cached session was built from.
 fn fallback_session(backend: &mut Backend) -> Result<Option<Rc<Session>>, Raise> {
-    let claims = REQUEST_CLAIMS.with(|s| s.value());
-    let legacy_sub = REQUEST_CLAIM_SUB.with(|s| s.value());
+    let claims = backend.request_claims.value(c"request.jwt.claims");
+    let legacy_sub = backend.request_claim_sub.value(c"request.jwt.claim.sub");
     let unchanged = matches!(&backend.fallback_source,
-        Some((c, s)) if c == claims.unwrap_or("") && s.as_deref() == legacy_sub);
+        Some((c, s)) if c.as_slice() == claims.unwrap_or(b"") && s.as_deref() == legacy_sub);
     if !unchanged {
-        let source = (
-            claims.unwrap_or("").to_string(),
-            legacy_sub.map(String::from),
+        let (claims_text, sub_text) = (
+            utf8(claims, "request.jwt.claims")?,
+            utf8(legacy_sub, "request.jwt.claim.sub")?,
         );
-        backend.fallback = match (claims, legacy_sub) {
+        backend.fallback = match (claims_text, sub_text) {
             (None, None) => None,
             (c, s) => {
                 let claims = match c {
@@ -243,7 +257,10 @@ fn fallback_session(backend: &mut Backend) -> Result<Option<Rc<Session>>, Raise>
                 Some(Rc::new(Session::new(claims, s.map(String::from))))
             }
         };
-        backend.fallback_source = Some(source);
+        backend.fallback_source = Some((
+            claims.unwrap_or(b"").to_vec(),
+            legacy_sub.map(<[u8]>::to_vec),
+        ));
     }
     Ok(backend.fallback.clone())
 }

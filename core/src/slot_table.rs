@@ -163,10 +163,11 @@ impl<'a> SlotTable<'a> {
     fn victim(&self, now_ns: i128) -> usize {
         let mut best = (usize::MAX, i128::MAX);
         for (i, slot) in self.slots.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
-            let tat = slot.state().tat_ns();
-            if tat <= now_ns {
+            let state = slot.state();
+            if state.is_replenished(now_ns) {
                 return i;
             }
+            let tat = state.tat_ns();
             if tat < best.1 {
                 best = (i, tat);
             }

@@ -189,7 +189,8 @@ fn proxy_mode_without_a_key_never_trusts_request_claims() {
     let cluster = Cluster::start(&[]);
     cluster.setup("app", &["alice"]);
     cluster.set_system("pg_rls_auth.trusted_proxy", "on");
-    // No key configured and none sent: the claims any client can SET are still not trusted.
+    // No key configured and none sent: the claims any client can SET are still not trusted,
+    // and init says no key is there (55000).
     let mut alice = cluster.connect("alice", "app", "");
     alice
         .batch_execute(r#"SET request.jwt.claims = '{"sub":"mallory"}'; SET request.jwt.claim.sub = 'mallory'"#)
@@ -201,7 +202,7 @@ fn proxy_mode_without_a_key_never_trusts_request_claims() {
             &Key::new().token(json!({"sub": "mallory", "jti": 1})),
             false
         )),
-        "28000"
+        "55000"
     );
     assert_eq!(user_id(&mut alice), None);
 }

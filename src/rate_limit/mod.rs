@@ -7,7 +7,7 @@ mod table_store;
 use crate::errors::{
     OrReport, Raise, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE, TOO_MANY_REQUESTS,
 };
-use crate::fmgr::arg;
+use crate::fmgr::{arg, text_arg};
 use crate::guc::{self, RateLimitAction, RateLimitStore};
 use crate::v1_function;
 use pg_rls_auth_core::gcra::{Decision, Limit, NANOS_PER_SEC};
@@ -147,12 +147,12 @@ fn seconds(ns: i128) -> f64 {
 
 unsafe fn check_write_rate_with(
     fcinfo: pg_sys::FunctionCallInfo,
-    key: Option<String>,
+    key: Option<&str>,
 ) -> Result<Option<pg_sys::Datum>, Raise> {
     let max_writes = unsafe { arg::<i32>(fcinfo, 1) };
     let window_seconds = unsafe { arg::<i32>(fcinfo, 2) };
-    let bucket = unsafe { arg::<&str>(fcinfo, 3) };
-    let (key, bucket) = checked_key(key.as_deref(), bucket)?;
+    let bucket = unsafe { text_arg(fcinfo, 3) };
+    let (key, bucket) = checked_key(key, bucket)?;
     let limit = checked_limit(max_writes, window_seconds)?;
     let decision = decide(bucket, key, limit, true)?;
     if decision.allowed {
@@ -175,7 +175,7 @@ unsafe fn check_write_rate_with(
 unsafe fn check_write_rate_text(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Result<Option<pg_sys::Datum>, Raise> {
-    let key = unsafe { arg::<&str>(fcinfo, 0) }.map(String::from);
+    let key = unsafe { text_arg(fcinfo, 0) };
     unsafe { check_write_rate_with(fcinfo, key) }
 }
 v1_function!(
@@ -189,7 +189,7 @@ unsafe fn check_write_rate_uuid(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Result<Option<pg_sys::Datum>, Raise> {
     let key = unsafe { arg::<pgrx::Uuid>(fcinfo, 0) }.map(|u| u.to_string());
-    unsafe { check_write_rate_with(fcinfo, key) }
+    unsafe { check_write_rate_with(fcinfo, key.as_deref()) }
 }
 v1_function!(
     auth_check_write_rate_uuid,

@@ -38,7 +38,7 @@ pub fn hostile_tokens(private: &Value, now: i64) -> (String, Vec<(&'static str, 
     let header = |alg: &str| b64(&json!({"alg": alg, "kid": kid}).to_string());
     let signed = |c: Value| sign_jwt(&c, &private.to_string(), None).unwrap();
     let exp = now + 600;
-    let public_text = public_jwk(&private).unwrap().to_string();
+    let public_text = public_jwk(private).unwrap().to_string();
     let deep = format!(
         "{{\"sub\":\"a\",\"exp\":{exp},\"x\":{}{}}}",
         "[".repeat(10_000),
@@ -125,10 +125,10 @@ pub fn hostile_tokens(private: &Value, now: i64) -> (String, Vec<(&'static str, 
             sign_jwt(&claims(), &generate_jwk("EdDSA").unwrap().to_string(), None).unwrap(),
         ),
         ("empty signature", format!("{h}.{p}.")),
-        ("payload not JSON", signed_raw(&private, "not json")),
-        ("payload a JSON array", signed_raw(&private, "[1,2,3]")),
-        ("payload a string", signed_raw(&private, "\"sub\"")),
-        ("payload nested 10000 deep", signed_raw(&private, &deep)),
+        ("payload not JSON", signed_raw(private, "not json")),
+        ("payload a JSON array", signed_raw(private, "[1,2,3]")),
+        ("payload a string", signed_raw(private, "\"sub\"")),
+        ("payload nested 10000 deep", signed_raw(private, &deep)),
         ("expired", signed(json!({"sub":"a","exp": now - 3600}))),
         (
             "expired just past leeway",
