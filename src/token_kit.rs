@@ -1,7 +1,9 @@
 //! The token kit: auth.generate_jwk(), auth.public_jwk(), auth.sign_jwt(). For tests and
 //! trusted server code; private keys never belong in tables clients can read.
 
-use crate::errors::OrReport;
+use crate::errors::{OrReport, Raise};
+use crate::fmgr::{arg, text_arg, text_datum};
+use crate::v1_function;
 use pg_rls_auth_core::token_kit;
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -13,14 +15,49 @@ fn generate_jwk(alg: default!(&str, "'EdDSA'")) -> JsonB {
     JsonB(token_kit::generate_jwk(alg).or_report())
 }
 
+// public_jwk and sign_jwt take a private key or secret as an argument: when they fail, the
+// statement (which carries it) stays out of the server log.
+
 /// The public half of a private JWK, for pg_rls_auth.jwks.
-#[pg_extern(immutable, parallel_safe)]
-fn public_jwk(private: JsonB) -> JsonB {
-    JsonB(token_kit::public_jwk(&private.0).or_report())
+unsafe fn public_jwk(fcinfo: pg_sys::FunctionCallInfo) -> Result<Option<pg_sys::Datum>, Raise> {
+    let Some(private) = (unsafe { arg::<JsonB>(fcinfo, 0) }) else {
+        return Ok(None);
+    };
+    Ok(JsonB(token_kit::public_jwk(&private.0)?).into_datum())
 }
+v1_function!(
+    auth_public_jwk,
+    pg_finfo_auth_public_jwk,
+    public_jwk,
+    hide_statement = true
+);
 
 /// Signs claims with a private JWK or an HMAC secret; alg defaults to the key's.
-#[pg_extern(volatile, parallel_safe)]
-fn sign_jwt(claims: JsonB, key: &str, alg: default!(Option<&str>, "NULL")) -> String {
-    token_kit::sign_jwt(&claims.0, key, alg).or_report()
+unsafe fn sign_jwt(fcinfo: pg_sys::FunctionCallInfo) -> Result<Option<pg_sys::Datum>, Raise> {
+    let (Some(claims), Some(key)) = (unsafe { arg::<JsonB>(fcinfo, 0) }, unsafe {
+        text_arg(fcinfo, 1)
+    }) else {
+        return Ok(None);
+    };
+    let alg = unsafe { text_arg(fcinfo, 2) };
+    Ok(Some(text_datum(&token_kit::sign_jwt(&claims.0, key, alg)?)))
 }
+v1_function!(
+    auth_sign_jwt,
+    pg_finfo_auth_sign_jwt,
+    sign_jwt,
+    hide_statement = true
+);
+
+pgrx::extension_sql!(
+    r#"
+CREATE FUNCTION auth.public_jwk(private jsonb) RETURNS jsonb
+    LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_public_jwk';
+COMMENT ON FUNCTION auth.public_jwk(jsonb) IS 'The public half of a private JWK, for pg_rls_auth.jwks';
+CREATE FUNCTION auth.sign_jwt(claims jsonb, key text, alg text DEFAULT NULL) RETURNS text
+    LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_sign_jwt';
+COMMENT ON FUNCTION auth.sign_jwt(jsonb, text, text) IS
+    'Signs claims with a private JWK or an HMAC secret (for tests and trusted server code)';
+"#,
+    name = "token_kit",
+);

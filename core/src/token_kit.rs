@@ -107,7 +107,16 @@ pub fn public_jwk(private: &Value) -> Result<Value> {
         .filter(|(k, _)| PUBLIC_MEMBERS.contains(&k.as_str()))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    Ok(Value::Object(public))
+    let public = Value::Object(public);
+    // Only a key pg_rls_auth.jwks would accept is worth returning.
+    crate::KeySet::new()
+        .add_jwks(
+            &public.to_string(),
+            crate::keys::KeyOrigin::Configured,
+            "the public half",
+        )
+        .map_err(|e| AuthError::invalid_argument(e.message))?;
+    Ok(public)
 }
 
 fn member(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>> {

@@ -360,3 +360,35 @@ fn errors_of_other_statements_pass_through_the_hooks_unchanged() {
         }
     }
 }
+
+/// A failing call that carries a token, a private key or a secret does not write it to the
+/// server log: neither as the statement nor as the CONTEXT of a PL/pgSQL caller.
+#[test]
+fn tokens_keys_and_secrets_stay_out_of_the_server_log() {
+    let cluster = Cluster::start(&[]);
+    cluster.setup("app", &["alice"]);
+    let key = Key::new();
+    cluster.set_system("pg_rls_auth.jwks", &key.public);
+    let mut alice = cluster.connect("alice", "app", "");
+    let forged = Key::new().token_for("mallory");
+    let marker = "ZZsecretmarkerZZ";
+    let calls = [
+        format!("SELECT auth.jwt_session_init({})", quote(&forged)),
+        format!(
+            "DO $$BEGIN PERFORM auth.jwt_session_init({}); END$$",
+            quote(&forged)
+        ),
+        format!("SELECT auth.sign_jwt('{{}}', {}, 'XX999')", quote(marker)),
+        format!(
+            "SELECT auth.public_jwk('{{\"kty\": \"OKP\", \"crv\": \"Ed25519\", \"d\": \"{marker}\"}}')"
+        ),
+    ];
+    for sql in &calls {
+        assert!(alice.batch_execute(sql).is_err(), "{sql} succeeded");
+    }
+    let log = cluster.log();
+    let signature = forged.rsplit('.').next().unwrap();
+    assert!(log.contains("ERROR"), "the failures were not logged at all");
+    assert!(!log.contains(signature), "a token reached the server log");
+    assert!(!log.contains(marker), "a secret reached the server log");
+}
