@@ -375,6 +375,15 @@ mod tests {
         assert_eq!(c.get_path("z").and_then(value_as_text), None);
     }
 
+    /// Found by fuzzing (fuzz/regressions/claims): without correctly rounded parsing, a large
+    /// number came back different after the JSON round trip parallel workers rely on.
+    #[test]
+    fn numbers_survive_the_json_round_trip() {
+        let claims = Claims::from_payload(br#"{"n": 122222222222222222222222, "f": 0.1}"#).unwrap();
+        let again = Claims::from_trusted_json(&claims.to_json()).unwrap();
+        assert_eq!(again.as_map(), claims.as_map());
+    }
+
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
         let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
