@@ -21,7 +21,7 @@ cluster_psql "$dir" -d postgres -qc "CREATE DATABASE bench"
 
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 header="Machine: $(nproc) cores ($cpu), $(free -g | awk '/Mem:/ {print $2}') GiB. \
-PostgreSQL: $("$PG_BIN/postgres" --version). Commit: $(git rev-parse --short HEAD)$(git diff --quiet || echo '+changes'). \
+PostgreSQL: $("$PG_BIN/postgres" --version). Commit: $(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/results' || echo '+changes'). \
 Build: release (cargo pgrx install --release)."
 python3 bench/run.py --host "$dir" --port "$PG_PORT" --baselines bench/baselines.sql \
   --out bench/results --header "$header"
