@@ -93,8 +93,11 @@ mod tests {
     }
 
     /// The table store keeps one row version per key per transaction, so a long transaction on
-    /// one key is linear: 100,000 checks take at most 10x 10,000 (quadratic would be 100x).
-    /// Best of five, interleaved, so a busy machine does not decide the result.
+    /// one key is linear: 100,000 checks take about 10x 10,000 (quadratic would be 100x).
+    /// Linear code sits at 10x by construction, so timing noise (this is a debug build) can put
+    /// it either side: the bound allows 25% over, still failing anything superlinear. Best of
+    /// five, interleaved, so a busy machine does not decide the result. (The release build's
+    /// benchmark measures 100,000 checks in well under 10x the time of 10,000.)
     #[pg_test]
     fn table_store_is_linear_inside_one_transaction() {
         Spi::run("SET pg_rls_auth.rate_limit_store = 'table'").unwrap();
@@ -104,7 +107,7 @@ mod tests {
             large = large.min(time_checks(100_000, &format!("large{i}")));
         }
         assert!(
-            large <= 10.0 * small,
+            large <= 12.5 * small,
             "100k checks took {large:.4}s, 10k took {small:.4}s"
         );
         let rows = Spi::get_one::<i64>("SELECT count(*) FROM auth.write_rate_state")
