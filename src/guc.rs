@@ -75,6 +75,23 @@ unsafe extern "C-unwind" fn session_changed(_new: *const c_char, _extra: *mut c_
     SESSION_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
+/// True when a check hook is given an empty or absent value (always allowed: it means unset).
+unsafe fn is_empty(newval: *mut *mut c_char) -> bool {
+    unsafe { (*newval).is_null() || **newval == 0 }
+}
+
+/// Refuses a value in a check hook, with our own message when `message` is given (PostgreSQL's
+/// default one quotes the value) and `detail`.
+fn refuse(message: Option<&CStr>, detail: &CStr) -> bool {
+    unsafe {
+        if let Some(message) = message {
+            pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(message.as_ptr());
+        }
+        pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(detail.as_ptr());
+    }
+    false
+}
+
 /// A proxy's key is taken from the startup packet only: not from postgresql.conf, ALTER ROLE /
 /// DATABASE SET, or SET, where someone other than the proxy could have put it.
 #[pg_guard]
@@ -83,19 +100,16 @@ unsafe extern "C-unwind" fn check_startup_only(
     _extra: *mut *mut c_void,
     source: pg_sys::GucSource::Type,
 ) -> bool {
-    let empty = unsafe { (*newval).is_null() || **newval == 0 };
-    if empty
+    if unsafe { is_empty(newval) }
         || source == pg_sys::GucSource::PGC_S_DEFAULT
         || source == pg_sys::GucSource::PGC_S_CLIENT
     {
         return true;
     }
-    unsafe {
-        pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(
-            c"It can only be sent in the connection startup packet (trusted-proxy mode).".as_ptr(),
-        );
-    }
-    false
+    refuse(
+        None,
+        c"It can only be sent in the connection startup packet (trusted-proxy mode).",
+    )
 }
 
 /// The HMAC secret may not be stored per database, per role or on a function: PostgreSQL keeps
@@ -109,25 +123,18 @@ unsafe extern "C-unwind" fn check_secret_source(
     source: pg_sys::GucSource::Type,
 ) -> bool {
     use pg_sys::GucSource::*;
-    let empty = unsafe { (*newval).is_null() || **newval == 0 };
     let catalogued = matches!(
         source,
         PGC_S_TEST | PGC_S_DATABASE | PGC_S_USER | PGC_S_DATABASE_USER
     );
-    if empty || !catalogued {
+    if unsafe { is_empty(newval) } || !catalogued {
         return true;
     }
     // Our own message: PostgreSQL's default one would quote the secret.
-    unsafe {
-        pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(
-            c"pg_rls_auth.jwt_secret cannot be set per database, per role or on a function"
-                .as_ptr(),
-        );
-        pg_sys::GUC_check_errdetail_string = pg_sys::pstrdup(
-            c"Those values are readable by every role. Set it in postgresql.conf or with ALTER SYSTEM.".as_ptr(),
-        );
-    }
-    false
+    refuse(
+        Some(c"pg_rls_auth.jwt_secret cannot be set per database, per role or on a function"),
+        c"Those values are readable by every role. Set it in postgresql.conf or with ALTER SYSTEM.",
+    )
 }
 
 /// Reads a string setting without copying; empty and unset are both None.
@@ -319,11 +326,13 @@ fn find_startup_overrides() -> Vec<String> {
     found
 }
 
-/// The error every session function raises when a non-superuser's startup packet overrode
-/// this extension's settings.
-pub fn startup_override_error() -> Option<Raise> {
-    let names = STARTUP_OVERRIDES.get().filter(|n| !n.is_empty())?;
-    Some(
+/// Fails, as every session function does, when a non-superuser's startup packet overrode this
+/// extension's settings.
+pub fn check_startup_overrides() -> Result<(), Raise> {
+    let Some(names) = STARTUP_OVERRIDES.get().filter(|n| !n.is_empty()) else {
+        return Ok(());
+    };
+    Err(
         Raise::new(
             INSUFFICIENT_PRIVILEGE,
             "pg_rls_auth settings were sent at connection start by a role that may not set them",

@@ -183,9 +183,7 @@ fn config(backend: &mut Backend) -> Rc<Config> {
 
 /// Checks the configuration now: the error auth.* calls would raise, if any.
 pub fn check_config() -> Result<(), Raise> {
-    if let Some(e) = guc::startup_override_error() {
-        return Err(e);
-    }
+    guc::check_startup_overrides()?;
     BACKEND.with_borrow_mut(|b| match &config(b).keys {
         Err(e) => Err(e.clone().into()),
         Ok(_) => Ok(()),
@@ -268,9 +266,7 @@ fn fallback_session(backend: &mut Backend) -> Result<Option<Rc<Session>>, Raise>
 /// The session the SQL API answers from: the verified one while a key is configured, else
 /// PostgREST's claims (when trusted), else none.
 pub fn current() -> Result<Option<Rc<Session>>, Raise> {
-    if let Some(e) = guc::startup_override_error() {
-        return Err(e);
-    }
+    guc::check_startup_overrides()?;
     BACKEND.with_borrow_mut(|b| {
         let config = config(b);
         if config.verified_mode {
@@ -294,9 +290,7 @@ fn audit(message: &str) {
 
 /// Verifies `token` and makes its claims the session (transaction-local with `local`).
 pub fn init(token: &str, local: bool) -> Result<(), Raise> {
-    if let Some(e) = guc::startup_override_error() {
-        return Err(e);
-    }
+    guc::check_startup_overrides()?;
     let outcome = BACKEND.with_borrow_mut(|b| verify_cached(b, token));
     match outcome {
         Ok(claims) => {
