@@ -25,9 +25,9 @@ SELECT current_setting('pg_rls_auth.jwt_secret');
 SELECT count(*) AS visible_secret FROM pg_settings WHERE name = 'pg_rls_auth.jwt_secret';
 SELECT count(*) AS visible_session FROM pg_settings WHERE name = 'pg_rls_auth.session';
 -- The table store is the extension's.
-SELECT * FROM auth.write_rate_state;
-INSERT INTO auth.write_rate_state VALUES ('default', 'alice', 0, 0);
-DELETE FROM auth.write_rate_state;
+SELECT * FROM _pg_rls_auth.write_rate_state;
+INSERT INTO _pg_rls_auth.write_rate_state VALUES ('\x00', 0, 0, 0);
+DELETE FROM _pg_rls_auth.write_rate_state;
 SELECT auth.reset_write_rate('alice');
 -- Still no session after all of that.
 SELECT auth.user_id() AS forged;

@@ -20,17 +20,6 @@ v1_function!(
     hide_statement = false
 );
 
-unsafe fn uid(_: pg_sys::FunctionCallInfo) -> Answer {
-    Ok(session::current()?.and_then(|s| {
-        s.uid.map(|bytes| unsafe {
-            let p = pg_sys::palloc(16) as *mut u8;
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, 16);
-            pg_sys::Datum::from(p)
-        })
-    }))
-}
-v1_function!(auth_uid, pg_finfo_auth_uid, uid, hide_statement = false);
-
 unsafe fn claim(fcinfo: pg_sys::FunctionCallInfo) -> Answer {
     match unsafe { arg::<&str>(fcinfo, 0) } {
         Some(path) => claim_path(path),
@@ -76,8 +65,28 @@ v1_function!(
     hide_statement = false
 );
 
+/// A uuid datum (16 bytes, by reference).
+fn uuid_datum(bytes: [u8; 16]) -> pg_sys::Datum {
+    varlena_datum(&bytes)
+}
+
+unsafe fn uid(_: pg_sys::FunctionCallInfo) -> Answer {
+    Ok(session::current()?.and_then(|s| s.uid.map(uuid_datum)))
+}
+v1_function!(auth_uid, pg_finfo_auth_uid, uid, hide_statement = false);
+
+unsafe fn organization(_: pg_sys::FunctionCallInfo) -> Answer {
+    Ok(session::current()?.and_then(|s| s.organization_jsonb().map(varlena_datum)))
+}
+v1_function!(
+    auth_organization,
+    pg_finfo_auth_organization,
+    organization,
+    hide_statement = false
+);
+
 unsafe fn organization_id(_: pg_sys::FunctionCallInfo) -> Answer {
-    claim_path("o.id")
+    Ok(session::current()?.and_then(|s| s.organization_id.map(uuid_datum)))
 }
 v1_function!(
     auth_organization_id,
@@ -88,8 +97,22 @@ v1_function!(
 
 pgrx::extension_sql!(
     r#"
--- Policies of every role call these functions: the schema must be usable by all.
-GRANT USAGE ON SCHEMA auth TO PUBLIC;
+-- Policies of every role call these functions, so the schema must be usable by all. That is
+-- granted only on a schema this CREATE EXTENSION made: an auth schema that existed before
+-- (Supabase has one) belongs to someone else, and granting on it would open their objects to
+-- every role. Every name here is qualified: the installer may own objects in the schema.
+DO $$
+BEGIN
+    IF EXISTS (SELECT FROM pg_catalog.pg_namespace n
+               WHERE n.nspname OPERATOR(pg_catalog.=) 'auth'
+                 AND n.xmin OPERATOR(pg_catalog.=) pg_catalog.pg_current_xact_id()::pg_catalog.xid) THEN
+        GRANT USAGE ON SCHEMA auth TO PUBLIC;
+    ELSE
+        RAISE NOTICE 'pg_rls_auth: schema auth existed before this extension; its privileges are left as they are'
+            USING HINT = 'Roles whose policies call auth.* need USAGE on it: GRANT USAGE ON SCHEMA auth TO <role>.';
+    END IF;
+END
+$$;
 CREATE FUNCTION auth.user_id() RETURNS text
     LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_user_id';
 COMMENT ON FUNCTION auth.user_id() IS 'The sub claim of the session (NULL without one)';
@@ -110,11 +133,11 @@ CREATE FUNCTION auth.role() RETURNS text
 CREATE FUNCTION auth.email() RETURNS text
     LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_email';
 CREATE FUNCTION auth.organization() RETURNS jsonb
-    LANGUAGE sql STABLE PARALLEL SAFE AS $$ SELECT auth.session() OPERATOR(pg_catalog.->) 'o' $$;
-COMMENT ON FUNCTION auth.organization() IS 'The Neon Auth organization claim "o"';
-CREATE FUNCTION auth.organization_id() RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_organization';
+COMMENT ON FUNCTION auth.organization() IS 'The Neon Auth organization claim "o" (NULL unless an object)';
+CREATE FUNCTION auth.organization_id() RETURNS uuid
     LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_organization_id';
-COMMENT ON FUNCTION auth.organization_id() IS 'The id of the Neon Auth organization claim "o"';
+COMMENT ON FUNCTION auth.organization_id() IS 'The id of the Neon Auth organization claim "o" (NULL unless a UUID)';
 "#,
     name = "claims_api",
     bootstrap,

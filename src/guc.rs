@@ -10,9 +10,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use crate::errors::{Raise, INSUFFICIENT_PRIVILEGE};
+use pg_rls_auth_core::AuthError;
 
 pub static JWKS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static JWT_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static JWT_SECRET_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static JWT_SECRET_IS_BASE64: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static ISSUER: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static AUDIENCE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -32,6 +34,7 @@ pub static RATE_LIMIT_STORE: GucSetting<RateLimitStore> =
 pub static RATE_LIMIT_ACTION: GucSetting<RateLimitAction> =
     GucSetting::<RateLimitAction>::new(RateLimitAction::Error);
 pub static RATE_LIMIT_SLOTS: GucSetting<i32> = GucSetting::<i32>::new(65_536);
+pub static RATE_LIMIT_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
 pub const SESSION_GUC: &CStr = c"pg_rls_auth.session";
 
@@ -137,14 +140,29 @@ unsafe extern "C-unwind" fn check_secret_source(
     )
 }
 
-/// Reads a string setting without copying; empty and unset are both None.
-pub fn string_value(setting: &GucSetting<Option<CString>>) -> Option<&'static str> {
+/// A string setting's bytes without copying; empty and unset are both None.
+pub fn bytes_value(setting: &GucSetting<Option<CString>>) -> Option<&'static [u8]> {
     let ptr = unsafe { *setting.as_ptr() };
     if ptr.is_null() {
         return None;
     }
-    let s = unsafe { CStr::from_ptr(ptr) }.to_str().ok()?;
-    (!s.is_empty()).then_some(s)
+    let bytes = unsafe { CStr::from_ptr(ptr) }.to_bytes();
+    (!bytes.is_empty()).then_some(bytes)
+}
+
+/// A string setting as text; empty and unset are both None. A value that is not UTF-8 (set
+/// from a SQL_ASCII database, say) is a configuration error naming the setting, never
+/// "unset": an unreadable key or claim check must fail closed.
+pub fn string_value(
+    setting: &GucSetting<Option<CString>>,
+    name: &str,
+) -> Result<Option<&'static str>, AuthError> {
+    bytes_value(setting)
+        .map(|b| {
+            std::str::from_utf8(b)
+                .map_err(|_| AuthError::bad_config(format!("{name} is not valid UTF-8")))
+        })
+        .transpose()
 }
 
 // Called on the per-row path of the fallback, so directly rather than through pgrx's guarded
@@ -236,9 +254,9 @@ impl ForeignSetting {
     }
 }
 
-/// The stored session, if any.
+/// The stored session, if any (written only by this extension, as JSON text).
 pub fn session_value() -> Option<&'static str> {
-    string_value(&SESSION)
+    string_value(&SESSION, "pg_rls_auth.session").ok().flatten()
 }
 
 fn define_string(
@@ -289,6 +307,8 @@ fn not_in_sample() -> GucFlags {
     GucFlags::from_bits_retain(pg_sys::GUC_NOT_IN_SAMPLE as i32)
 }
 
+const PREFIX: &[u8] = b"pg_rls_auth.";
+
 /// This extension's settings that a non-superuser sent in the startup packet before the library
 /// was loaded (it was not preloaded), found by `init`.
 static STARTUP_OVERRIDES: OnceLock<Vec<String>> = OnceLock::new();
@@ -310,16 +330,17 @@ fn find_startup_overrides() -> Vec<String> {
         let (vars, count) = guc_variables();
         for i in 0..count {
             let var = &**vars.add(i);
-            let name = CStr::from_ptr(var.name).to_string_lossy();
+            let name = CStr::from_ptr(var.name).to_bytes();
             let placeholder = var.flags & pg_sys::GUC_CUSTOM_PLACEHOLDER as i32 != 0;
             let from_startup = var.reset_source == pg_sys::GucSource::PGC_S_CLIENT
                 || var.source == pg_sys::GucSource::PGC_S_CLIENT;
-            if placeholder
-                && from_startup
-                && name.starts_with("pg_rls_auth.")
-                && name != "pg_rls_auth.session_jwk"
-            {
-                found.push(name.into_owned());
+            // PostgreSQL matches setting names without regard to case, so must we: a client
+            // sending PG_RLS_AUTH.JWKS overrides pg_rls_auth.jwks.
+            let ours = name.len() > PREFIX.len()
+                && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
+                && !name.eq_ignore_ascii_case(b"pg_rls_auth.session_jwk");
+            if placeholder && from_startup && ours {
+                found.push(String::from_utf8_lossy(name).into_owned());
             }
         }
     }
@@ -365,6 +386,15 @@ pub fn init() {
         GucContext::Suset,
         hidden,
         (Some(check_secret_source), Some(config_changed_string)),
+    );
+    define_string(
+        c"pg_rls_auth.jwt_secret_file",
+        c"A file holding the HMAC secret (instead of pg_rls_auth.jwt_secret).",
+        c"Read by the server; neither the secret nor the file's contents reach any log. Only in postgresql.conf or ALTER SYSTEM. A replaced file is read again at the next verification.",
+        &JWT_SECRET_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+        (None, Some(config_changed_string)),
     );
     define_bool(
         c"pg_rls_auth.jwt_secret_is_base64",
@@ -482,7 +512,7 @@ pub fn init() {
     GucRegistry::define_enum_guc(
         c"pg_rls_auth.rate_limit_store",
         c"Where auth.check_write_rate keeps its state: auto, memory or table.",
-        c"auto uses shared memory when the library is preloaded, else the table auth.write_rate_state.",
+        c"auto uses shared memory when the library is preloaded, else the table _pg_rls_auth.write_rate_state.",
         &RATE_LIMIT_STORE,
         GucContext::Suset,
         GucFlags::default(),
@@ -494,6 +524,16 @@ pub fn init() {
         &RATE_LIMIT_ACTION,
         GucContext::Suset,
         GucFlags::default(),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_rls_auth.rate_limit_lock_timeout",
+        c"Longest a table-store check waits for another transaction checking the same key.",
+        c"Past it the check fails with SQLSTATE 55P03; the other transaction holds the key until it ends.",
+        &RATE_LIMIT_LOCK_TIMEOUT,
+        1,
+        3_600_000,
+        GucContext::Suset,
+        GucFlags::UNIT_MS,
     );
     // PostgreSQL allows a postmaster-level setting only while preloading (and it only means
     // something then): without preload this setting does not exist.

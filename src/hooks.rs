@@ -1,6 +1,8 @@
-//! Executor and utility hooks: before each query or utility statement (and so before either can
-//! start parallel workers, as a parallel CREATE INDEX does) a session revoked by a failed
-//! auth.jwt_session_init() is cleared from the setting parallel workers inherit.
+//! Executor and utility hooks: at every point where PostgreSQL may start parallel workers
+//! (the executor's start and run, which launches a Gather's workers, and utility statements
+//! such as a parallel CREATE INDEX) a session revoked by a failed auth.jwt_session_init() is
+//! cleared from the setting parallel workers inherit, so they see exactly the leader's session.
+//! The run hook matters for portals: one started before the failed init runs after it.
 //!
 //! The hooks sit in the path of every statement, so an error raised further down must reach
 //! PostgreSQL exactly as it was raised. They therefore call the next hook through raw C
@@ -13,11 +15,19 @@ use pgrx::prelude::*;
 use std::ffi::c_char;
 
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
+static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
 unsafe extern "C-unwind" {
     #[link_name = "standard_ExecutorStart"]
     fn raw_standard_executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32);
+    #[link_name = "standard_ExecutorRun"]
+    fn raw_standard_executor_run(
+        query_desc: *mut pg_sys::QueryDesc,
+        direction: pg_sys::ScanDirection::Type,
+        count: u64,
+        execute_once: bool,
+    );
     #[link_name = "standard_ProcessUtility"]
     fn raw_standard_process_utility(
         pstmt: *mut pg_sys::PlannedStmt,
@@ -46,6 +56,19 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
             Some(prev) => prev(query_desc, eflags),
             None => raw_standard_executor_start(query_desc, eflags),
         }
+    }
+}
+
+unsafe extern "C-unwind" fn executor_run(
+    query_desc: *mut pg_sys::QueryDesc,
+    direction: pg_sys::ScanDirection::Type,
+    count: u64,
+    execute_once: bool,
+) {
+    clear_revoked_session();
+    unsafe {
+        let next = PREV_EXECUTOR_RUN.unwrap_or(raw_standard_executor_run);
+        next(query_desc, direction, count, execute_once)
     }
 }
 
@@ -80,6 +103,8 @@ pub fn init() {
     unsafe {
         PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
         pg_sys::ExecutorStart_hook = Some(executor_start);
+        PREV_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;
+        pg_sys::ExecutorRun_hook = Some(executor_run);
         PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
         pg_sys::ProcessUtility_hook = Some(process_utility);
     }

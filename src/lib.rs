@@ -11,6 +11,7 @@ mod fmgr;
 mod guc;
 mod hooks;
 mod rate_limit;
+mod secret_file;
 mod session;
 mod session_api;
 mod token_kit;

@@ -110,7 +110,7 @@ mod tests {
             large <= 12.5 * small,
             "100k checks took {large:.4}s, 10k took {small:.4}s"
         );
-        let rows = Spi::get_one::<i64>("SELECT count(*) FROM auth.write_rate_state")
+        let rows = Spi::get_one::<i64>("SELECT count(*) FROM _pg_rls_auth.write_rate_state")
             .unwrap()
             .unwrap();
         assert_eq!(rows, 10, "one row per key");

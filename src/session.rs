@@ -9,6 +9,7 @@
 
 use crate::errors::Raise;
 use crate::guc;
+use crate::secret_file;
 use pg_rls_auth_core::claims::{parse_uuid, value_as_text};
 use pg_rls_auth_core::keys::KeyOrigin;
 use pg_rls_auth_core::{verify_token, AuthError, ClaimPolicy, Claims, KeySet};
@@ -27,6 +28,8 @@ pub struct Config {
     pub verified_mode: bool,
     policy: ClaimPolicy,
     max_token_bytes: usize,
+    /// The secret file as it was read, to notice a replaced file at the next verification.
+    secret_file: Option<secret_file::Stamp>,
 }
 
 /// One session's claims and the answers derived from them.
@@ -34,38 +37,63 @@ pub struct Session {
     pub claims: Claims,
     pub user_id: Option<String>,
     pub uid: Option<[u8; 16]>,
+    /// Neon Auth's organization `"o"`: its `id` when that is a UUID.
+    pub organization_id: Option<[u8; 16]>,
     jsonb: OnceCell<Vec<u8>>,
+    organization_jsonb: OnceCell<Option<Vec<u8>>>,
     last_claim: RefCell<Option<(String, Option<String>)>>,
+}
+
+/// JSON text as a jsonb varlena (jsonb_in), to be copied out per call.
+fn jsonb_varlena(json: String) -> Vec<u8> {
+    let text = std::ffi::CString::new(json).expect("JSON has no NUL byte");
+    unsafe {
+        let datum = pgrx::direct_function_call_as_datum(
+            pg_sys::jsonb_in,
+            &[Some(pg_sys::Datum::from(text.as_ptr()))],
+        )
+        .expect("jsonb_in returns a value");
+        let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
+        let len = pgrx::varsize_any(ptr);
+        std::slice::from_raw_parts(ptr as *const u8, len).to_vec()
+    }
 }
 
 impl Session {
     fn new(claims: Claims, legacy_sub: Option<String>) -> Self {
         let user_id = legacy_sub.or_else(|| claims.subject());
         let uid = user_id.as_deref().and_then(parse_uuid);
+        let organization_id = claims
+            .organization()
+            .and_then(|o| o.get("id"))
+            .and_then(serde_json::Value::as_str)
+            .and_then(parse_uuid);
         Self {
             claims,
             user_id,
             uid,
+            organization_id,
             jsonb: OnceCell::new(),
+            organization_jsonb: OnceCell::new(),
             last_claim: RefCell::new(None),
         }
     }
 
-    /// The claims as a jsonb varlena, built once (jsonb_in) and copied out per call.
+    /// The claims as a jsonb varlena, built once and copied out per call.
     pub fn jsonb_bytes(&self) -> &[u8] {
-        self.jsonb.get_or_init(|| {
-            let text = std::ffi::CString::new(self.claims.to_json()).expect("JSON has no NUL byte");
-            unsafe {
-                let datum = pgrx::direct_function_call_as_datum(
-                    pg_sys::jsonb_in,
-                    &[Some(pg_sys::Datum::from(text.as_ptr()))],
-                )
-                .expect("jsonb_in returns a value");
-                let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
-                let len = pgrx::varsize_any(ptr);
-                std::slice::from_raw_parts(ptr as *const u8, len).to_vec()
-            }
-        })
+        self.jsonb
+            .get_or_init(|| jsonb_varlena(self.claims.to_json()))
+    }
+
+    /// The organization `"o"` as jsonb, when it is an object (pg_session_jwt's rule).
+    pub fn organization_jsonb(&self) -> Option<&[u8]> {
+        self.organization_jsonb
+            .get_or_init(|| {
+                self.claims
+                    .organization()
+                    .map(|o| jsonb_varlena(serde_json::Value::Object(o.clone()).to_string()))
+            })
+            .as_deref()
     }
 
     /// One claim by dotted path, as text; the last path asked is cached.
@@ -117,35 +145,49 @@ fn now_secs() -> f64 {
         .unwrap_or(0.0)
 }
 
-fn load_config(generation: u64) -> Config {
+/// Every key the settings name, with the claim checks: an error when any of them cannot be
+/// read, parsed or trusted.
+fn load_verifier() -> Result<(KeySet, ClaimPolicy, Option<secret_file::Stamp>), AuthError> {
     let mut keys = KeySet::new();
-    let mut result = Ok(());
-    if let Some(jwks) = guc::string_value(&guc::JWKS) {
-        result = keys.add_jwks(jwks, KeyOrigin::Configured, "pg_rls_auth.jwks");
+    if let Some(jwks) = guc::string_value(&guc::JWKS, "pg_rls_auth.jwks")? {
+        keys.add_jwks(jwks, KeyOrigin::Configured, "pg_rls_auth.jwks")?;
     }
-    if let (Ok(()), Some(secret)) = (&result, guc::string_value(&guc::JWT_SECRET)) {
-        result = keys.add_hmac_secret(
+    let secret = guc::string_value(&guc::JWT_SECRET, "pg_rls_auth.jwt_secret")?;
+    let secret_path = guc::string_value(&guc::JWT_SECRET_FILE, "pg_rls_auth.jwt_secret_file")?;
+    let mut stamp = None;
+    match (secret, secret_path) {
+        (Some(_), Some(_)) => {
+            return Err(AuthError::bad_config(
+                "pg_rls_auth.jwt_secret and pg_rls_auth.jwt_secret_file are both set; set one",
+            ))
+        }
+        (Some(secret), None) => keys.add_hmac_secret(
             secret,
             guc::JWT_SECRET_IS_BASE64.get(),
             "pg_rls_auth.jwt_secret",
-        );
+        )?,
+        (None, Some(path)) => {
+            let (secret, file_stamp) = secret_file::read(path)?;
+            keys.add_hmac_secret(
+                &secret,
+                guc::JWT_SECRET_IS_BASE64.get(),
+                "pg_rls_auth.jwt_secret_file",
+            )?;
+            stamp = Some(file_stamp);
+        }
+        (None, None) => {}
     }
     if guc::TRUSTED_PROXY.get() {
         for (setting, name) in [
             (&guc::SESSION_JWK, "pg_rls_auth.session_jwk"),
             (&guc::NEON_SESSION_JWK, "pg_session_jwt.jwk"),
         ] {
-            if let (Ok(()), Some(jwk)) = (&result, guc::string_value(setting)) {
-                result = keys.add_jwks(jwk, KeyOrigin::TrustedProxy, name);
+            if let Some(jwk) = guc::string_value(setting, name)? {
+                keys.add_jwks(jwk, KeyOrigin::TrustedProxy, name)?;
             }
         }
     }
-    // Trusted-proxy mode counts as configured even before the proxy sends a key: claims must
-    // then come from verified tokens, never from request.jwt.claims any client can set.
-    let configured = guc::string_value(&guc::JWKS).is_some()
-        || guc::string_value(&guc::JWT_SECRET).is_some()
-        || guc::TRUSTED_PROXY.get();
-    let audiences = guc::string_value(&guc::AUDIENCE)
+    let audiences = guc::string_value(&guc::AUDIENCE, "pg_rls_auth.audience")?
         .map(|a| {
             a.split(',')
                 .map(str::trim)
@@ -154,17 +196,35 @@ fn load_config(generation: u64) -> Config {
                 .collect()
         })
         .unwrap_or_default();
+    let policy = ClaimPolicy {
+        leeway_secs: i64::from(guc::LEEWAY.get()),
+        require_exp: guc::REQUIRE_EXP.get(),
+        issuer: guc::string_value(&guc::ISSUER, "pg_rls_auth.issuer")?.map(String::from),
+        audiences,
+    };
+    Ok((keys, policy, stamp))
+}
+
+fn load_config(generation: u64) -> Config {
+    // Whether a key is configured is decided by the settings' presence alone, before anything
+    // is parsed: a key that is present but unreadable or malformed must fail closed, never
+    // read as "no key" (which would trust request.jwt.claims). Trusted-proxy mode counts as
+    // configured even before the proxy sends a key, for the same reason.
+    let verified_mode = guc::bytes_value(&guc::JWKS).is_some()
+        || guc::bytes_value(&guc::JWT_SECRET).is_some()
+        || guc::bytes_value(&guc::JWT_SECRET_FILE).is_some()
+        || guc::TRUSTED_PROXY.get();
+    let (keys, policy, secret_file) = match load_verifier() {
+        Ok((keys, policy, stamp)) => (Ok(keys), policy, stamp),
+        Err(e) => (Err(e), ClaimPolicy::default(), None),
+    };
     Config {
         generation,
-        keys: result.map(|()| keys),
-        verified_mode: configured,
-        policy: ClaimPolicy {
-            leeway_secs: i64::from(guc::LEEWAY.get()),
-            require_exp: guc::REQUIRE_EXP.get(),
-            issuer: guc::string_value(&guc::ISSUER).map(String::from),
-            audiences,
-        },
+        keys,
+        verified_mode,
+        policy,
         max_token_bytes: guc::MAX_TOKEN_BYTES.get() as usize,
+        secret_file,
     }
 }
 
@@ -315,7 +375,16 @@ pub fn init(token: &str, local: bool) -> Result<(), Raise> {
 }
 
 fn verify_cached(b: &mut Backend, token: &str) -> Result<Claims, Raise> {
-    let config = config(b);
+    let mut config = config(b);
+    // A replaced secret file takes effect at the next verification, without a reload.
+    if config
+        .secret_file
+        .as_ref()
+        .is_some_and(secret_file::Stamp::changed)
+    {
+        b.config = None;
+        config = self::config(b);
+    }
     let keys = config.keys.as_ref().map_err(|e| Raise::from(e.clone()))?;
     if !config.verified_mode {
         return Err(AuthError::not_configured(

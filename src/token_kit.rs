@@ -12,6 +12,7 @@ use pgrx::JsonB;
 /// random secret for HS256/384/512.
 #[pg_extern(volatile, parallel_safe)]
 fn generate_jwk(alg: default!(&str, "'EdDSA'")) -> JsonB {
+    pgrx::check_for_interrupts!();
     JsonB(token_kit::generate_jwk(alg).or_report())
 }
 
@@ -40,6 +41,9 @@ unsafe fn sign_jwt(fcinfo: pg_sys::FunctionCallInfo) -> Result<Option<pg_sys::Da
         return Ok(None);
     };
     let alg = unsafe { text_arg(fcinfo, 2) };
+    // Key sizes are bounded (a few hundred ms at most for the largest RSA key); a statement
+    // cancelled before that starts is honoured here.
+    pgrx::check_for_interrupts!();
     Ok(Some(text_datum(&token_kit::sign_jwt(&claims.0, key, alg)?)))
 }
 v1_function!(

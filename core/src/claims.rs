@@ -192,6 +192,11 @@ impl Claims {
         Some(current)
     }
 
+    /// Neon Auth's organization claim `"o"`, when it is an object.
+    pub fn organization(&self) -> Option<&Map<String, Value>> {
+        self.map.get("o").and_then(Value::as_object)
+    }
+
     /// An integer `jti`, for the trusted-proxy replay rule.
     pub fn jti_integer(&self) -> Option<i64> {
         self.map.get("jti").and_then(Value::as_i64)

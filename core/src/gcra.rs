@@ -69,6 +69,21 @@ impl State {
         self.tat_ns() <= now_ns
     }
 
+    /// The state of a key whose TAT is known only to be no later than `tat_ns` (all the memory
+    /// store's overflow cells keep of an evicted key): never more generous than the key's own,
+    /// and capped where `limit` counts as fully spent at `now_ns`, so its steady rate still
+    /// flows.
+    pub fn no_earlier_than(tat_ns: i128, limit: Limit, now_ns: i128) -> State {
+        if tat_ns <= now_ns {
+            return State::default();
+        }
+        let tat_ns = tat_ns.min(now_ns + limit.window_ns);
+        State {
+            tat: tat_ns * limit.max_writes,
+            scale: limit.max_writes as u32,
+        }
+    }
+
     fn tat_in(&self, max_writes: i128) -> i128 {
         match self.scale {
             0 => i128::MIN,

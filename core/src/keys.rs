@@ -14,6 +14,11 @@ pub const MAX_KEYS: usize = 100;
 /// HS256 needs 256 bits of secret to be as strong as its hash (RFC 7518, 3.2).
 pub const MIN_HMAC_SECRET_BYTES: usize = 32;
 const MIN_RSA_BITS: usize = 2048;
+/// The largest RSA modulus accepted anywhere (keys, the token kit): real keys are 2048-4096
+/// bits, and work grows with the cube of the size, so a bound keeps every operation short.
+pub const MAX_RSA_BITS: usize = 4096;
+/// Longest JWK or JWKS text parsed: 100 of the largest RSA keys fit several times over.
+pub const MAX_JWKS_BYTES: usize = 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyType {
@@ -71,6 +76,17 @@ impl Key {
         &self.decoding
     }
 
+    /// The algorithm a token without `alg` is verified with: the key's own, or the only one
+    /// its type allows (RSA allows several, so an RSA key must name it).
+    fn implied_alg(&self) -> Option<Algorithm> {
+        self.alg.or(match self.key_type {
+            KeyType::Ed25519 => Some(Algorithm::EdDSA),
+            KeyType::P256 => Some(Algorithm::ES256),
+            KeyType::P384 => Some(Algorithm::ES384),
+            KeyType::Rsa | KeyType::Hmac => None,
+        })
+    }
+
     fn name(&self) -> String {
         match (&self.kid, self.origin) {
             (_, KeyOrigin::HmacSecret) => "pg_rls_auth.jwt_secret".to_string(),
@@ -120,6 +136,19 @@ pub fn printable(s: &str) -> String {
     }
 }
 
+/// A token header's `kid` as it came: Neon's proxy sends numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kid<'a> {
+    Absent,
+    Text(&'a str),
+    /// A number, an object, ...: only a trusted proxy's key, which ignores it, accepts it.
+    Other,
+}
+
+fn no_alg() -> AuthError {
+    AuthError::invalid_token("the token header has no alg")
+}
+
 #[derive(Default)]
 pub struct KeySet {
     keys: Vec<Key>,
@@ -141,6 +170,12 @@ impl KeySet {
     /// Adds every key of a JWK or a JWKS. `setting` names the source in error messages.
     pub fn add_jwks(&mut self, json: &str, origin: KeyOrigin, setting: &str) -> Result<()> {
         let bad = |what: String| AuthError::bad_config(format!("{setting}: {what}"));
+        if json.len() > MAX_JWKS_BYTES {
+            return Err(bad(format!(
+                "{} bytes; at most {MAX_JWKS_BYTES} are accepted",
+                json.len()
+            )));
+        }
         let value: Value =
             serde_json::from_str(json).map_err(|e| bad(format!("not valid JSON ({e})")))?;
         let keys = match value {
@@ -207,28 +242,74 @@ impl KeySet {
         Ok(())
     }
 
-    /// Picks the one key that may verify a token with this `alg` and `kid`.
-    pub fn select(&self, alg: Algorithm, kid: Option<&str>) -> Result<&Key> {
-        let is_hmac = KeyType::Hmac.allows(alg);
-        if let Some(kid) = kid {
-            if let Some(key) = self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)) {
-                return check_usable(key, alg);
+    /// Picks the one key that may verify a token whose header says `alg` and `kid`, and the
+    /// algorithm to verify it with.
+    ///
+    /// Configured keys are strict: the header must name the algorithm, and a `kid` must be a
+    /// string naming a key (or be absent where one key fits). A trusted proxy's key follows
+    /// pg_session_jwt's rules instead: it verifies a token whatever its `kid` (string, number or
+    /// absent), and without `alg` the key's type decides; an `alg` that contradicts it is
+    /// still refused.
+    pub fn select(&self, alg: Option<Algorithm>, kid: Kid) -> Result<(&Key, Algorithm)> {
+        let configured = || {
+            self.keys
+                .iter()
+                .filter(|k| k.origin != KeyOrigin::TrustedProxy)
+        };
+        if let Kid::Text(kid) = kid {
+            if let Some(key) = configured().find(|k| k.kid.as_deref() == Some(kid)) {
+                let alg = alg.ok_or_else(no_alg)?;
+                return check_usable(key, alg).map(|k| (k, alg));
             }
+        }
+        let mut proxy = self
+            .keys
+            .iter()
+            .filter(|k| k.origin == KeyOrigin::TrustedProxy)
+            .filter(|k| alg.is_none_or(|a| k.key_type.allows(a)));
+        match (proxy.next(), proxy.next()) {
+            (Some(key), None) => {
+                let alg = match alg.or_else(|| key.implied_alg()) {
+                    Some(alg) => alg,
+                    None => {
+                        return Err(AuthError::invalid_token(
+                            "the token header has no alg, and the proxy's RSA key names none",
+                        ))
+                    }
+                };
+                return check_usable(key, alg).map(|k| (k, alg));
+            }
+            (Some(_), Some(_)) => {
+                return Err(AuthError::invalid_token(
+                    "several keys sent by the proxy could verify the token",
+                ))
+            }
+            (None, _) => {}
+        }
+        let alg = alg.ok_or_else(no_alg)?;
+        let kid = match kid {
+            Kid::Absent => None,
+            Kid::Text(kid) => Some(kid),
+            Kid::Other => {
+                return Err(AuthError::invalid_token(
+                    "the token header's kid must be a string",
+                ))
+            }
+        };
+        if let Some(kid) = kid {
             // PostgREST-style HMAC secrets have no kid; HS tokens often carry one anyway.
-            if let Some(secret) = self.hmac_secret().filter(|_| is_hmac) {
-                return Ok(secret);
+            if let Some(secret) = self.hmac_secret().filter(|_| KeyType::Hmac.allows(alg)) {
+                return Ok((secret, alg));
             }
             return Err(AuthError::invalid_token(format!(
                 "unknown kid \"{}\": no configured key has it",
                 printable(kid)
             )));
         }
-        let mut candidates = self
-            .keys
-            .iter()
-            .filter(|k| k.key_type.allows(alg) && k.alg.is_none_or(|a| a == alg));
+        let mut candidates =
+            configured().filter(|k| k.key_type.allows(alg) && k.alg.is_none_or(|a| a == alg));
         match (candidates.next(), candidates.next()) {
-            (Some(key), None) => check_usable(key, alg),
+            (Some(key), None) => check_usable(key, alg).map(|k| (k, alg)),
             (None, _) => Err(AuthError::invalid_token(format!(
                 "no configured key accepts algorithm {alg:?}"
             ))),
@@ -264,6 +345,25 @@ fn check_usable(key: &Key, alg: Algorithm) -> Result<&Key> {
         )));
     }
     Ok(key)
+}
+
+/// The length of a big-endian number without its leading zero bytes.
+pub fn significant_bytes(b: &[u8]) -> usize {
+    b.len() - b.iter().take_while(|&&x| x == 0).count()
+}
+
+/// Refuses an RSA modulus over MAX_RSA_BITS or an exponent over 64 bits before any big-number
+/// arithmetic runs on them.
+pub fn check_rsa_size(n: &[u8], e: &[u8]) -> std::result::Result<(), String> {
+    if significant_bytes(n) * 8 > MAX_RSA_BITS {
+        return Err(format!(
+            "RSA key is over {MAX_RSA_BITS} bits; at most {MAX_RSA_BITS} are supported"
+        ));
+    }
+    if significant_bytes(e) > 8 {
+        return Err("the RSA exponent \"e\" is over 64 bits".to_string());
+    }
+    Ok(())
 }
 
 fn b64_len(field: &str, value: &str) -> Result<Vec<u8>> {
@@ -360,6 +460,7 @@ fn parse_jwk(raw: &Value, origin: KeyOrigin) -> Result<Key> {
         AlgorithmParameters::RSA(p) => {
             let n = b64_len("n", &p.n)?;
             let e = b64_len("e", &p.e)?;
+            check_rsa_size(&n, &e).map_err(AuthError::bad_config)?;
             let public = rsa::RsaPublicKey::new(
                 rsa::BigUint::from_bytes_be(&n),
                 rsa::BigUint::from_bytes_be(&e),

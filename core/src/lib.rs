@@ -5,6 +5,7 @@
 pub mod claims;
 pub mod error;
 pub mod gcra;
+pub mod key_id;
 pub mod keys;
 pub mod slot_table;
 pub mod token_kit;

@@ -1,8 +1,16 @@
 //! The memory store's table: a fixed array of slots with linear probing, one per partition of
-//! shared memory. It never grows; when it is full it evicts first a key whose state grants
-//! nothing (fully replenished), else the key closest to replenished (the least restrictive).
+//! shared memory. It never grows. When it is full, a new key evicts one found among a bounded
+//! sample of slots: a key whose state grants nothing (fully replenished) if there is one, else
+//! the one least recently checked.
+//!
+//! Eviction never hands budget back: an evicted key's TAT is folded into two overflow cells
+//! (the latest TAT of every key evicted into them), and a key not in the table starts from the
+//! earlier of its two cells, never from a fresh burst. A flood of new keys can therefore make
+//! other keys stricter (they lose their burst, never their steady rate) but never laxer, and
+//! the cells empty themselves as time passes their TATs.
+//!
 //! Keys are identified by a 128-bit SipHash under a per-cluster random secret, so no client
-//! can make two keys collide or aim at one partition.
+//! can make two keys collide or aim at one partition or cell.
 
 use crate::gcra::{decide, Decision, Limit, State};
 use siphasher::sip128::{Hasher128, SipHasher24};
@@ -32,6 +40,14 @@ impl KeyId {
     fn home(&self, len: usize) -> usize {
         (self.0[0] % len as u64) as usize
     }
+
+    /// The two overflow cells of this key, from hash bits the slot and partition do not use.
+    fn cells(&self, len: usize) -> [usize; 2] {
+        [
+            (self.0[0].rotate_right(32) % len as u64) as usize,
+            (self.0[1].rotate_right(32) % len as u64) as usize,
+        ]
+    }
 }
 
 /// One key's state: 40 bytes in shared memory.
@@ -43,7 +59,8 @@ pub struct Slot {
     tat_lo: u64,
     /// `State::scale`; 0 marks an empty slot (a stored key has always consumed once).
     scale: u32,
-    _pad: u32,
+    /// When the key was last checked, in seconds (wrapping): the eviction order.
+    touched: u32,
 }
 
 impl Slot {
@@ -65,6 +82,14 @@ impl Slot {
     }
 }
 
+/// How many slots a new key looks at for a victim when the table is full: bounds the work of
+/// one check under the partition lock, whatever the table's size.
+pub const VICTIM_SAMPLE: usize = 32;
+
+fn seconds(now_ns: i128) -> u32 {
+    now_ns.div_euclid(crate::gcra::NANOS_PER_SEC) as u32
+}
+
 /// Slots are filled to at most 7/8 so probe sequences stay short.
 pub fn slots_for_capacity(capacity: usize) -> usize {
     capacity + capacity.div_ceil(7)
@@ -80,16 +105,34 @@ pub struct Outcome {
     pub evicted: bool,
 }
 
-/// One partition: its slots and its count of used slots. The caller holds its lock.
+/// One partition: its slots, its overflow cells (a TAT in ns each, 0 when unused) and its
+/// count of used slots. The caller holds its lock.
 pub struct SlotTable<'a> {
     slots: &'a mut [Slot],
+    cells: &'a mut [i64],
     used: &'a mut u32,
 }
 
 impl<'a> SlotTable<'a> {
-    pub fn new(slots: &'a mut [Slot], used: &'a mut u32) -> Self {
-        assert!(!slots.is_empty());
-        Self { slots, used }
+    pub fn new(slots: &'a mut [Slot], cells: &'a mut [i64], used: &'a mut u32) -> Self {
+        assert!(!slots.is_empty() && !cells.is_empty());
+        Self { slots, cells, used }
+    }
+
+    /// Where a key not in the table starts: from its overflow cells, never from more.
+    fn absent_state(&self, id: KeyId, limit: Limit, now_ns: i128) -> State {
+        let [a, b] = id.cells(self.cells.len());
+        let tat_ns = i128::from(self.cells[a].min(self.cells[b]));
+        State::no_earlier_than(tat_ns, limit, now_ns)
+    }
+
+    /// Folds an evicted key's TAT into its overflow cells.
+    fn spill(&mut self, i: usize) {
+        let slot = self.slots[i];
+        let tat_ns = i64::try_from(slot.state().tat_ns()).unwrap_or(i64::MAX);
+        for c in slot.id.cells(self.cells.len()) {
+            self.cells[c] = self.cells[c].max(tat_ns);
+        }
     }
 
     fn find(&self, id: KeyId) -> Result<usize, usize> {
@@ -120,6 +163,7 @@ impl<'a> SlotTable<'a> {
                 let decision = decide(&mut state, limit, now_ns, consume);
                 if consume {
                     self.slots[i].set_state(state);
+                    self.slots[i].touched = seconds(now_ns);
                 }
                 Outcome {
                     decision,
@@ -127,18 +171,23 @@ impl<'a> SlotTable<'a> {
                 }
             }
             Err(_) => {
-                let mut state = State::default();
+                let restored = self.absent_state(id, limit, now_ns);
+                let mut state = restored;
                 let decision = decide(&mut state, limit, now_ns, consume);
                 let mut evicted = false;
-                if consume && decision.allowed {
+                // An admitted write is stored; so is a key its overflow cells held back, so
+                // that from now on it has a TAT of its own and its steady rate flows.
+                if consume && (decision.allowed || restored != State::default()) {
                     if self.used() >= max_used(self.slots.len()) {
-                        let victim = self.victim(now_ns);
+                        let victim = self.victim(id, now_ns);
+                        self.spill(victim);
                         self.remove_at(victim);
                         evicted = true;
                     }
                     let i = self.find(id).expect_err("absent key");
                     self.slots[i] = Slot {
                         id,
+                        touched: seconds(now_ns),
                         ..Default::default()
                     };
                     self.slots[i].set_state(state);
@@ -149,7 +198,8 @@ impl<'a> SlotTable<'a> {
         }
     }
 
-    /// Forgets a key; true when it was stored.
+    /// Forgets a key; true when it was stored. Its overflow cells are left as they are: they
+    /// speak for other keys too.
     pub fn remove(&mut self, id: KeyId) -> bool {
         match self.find(id) {
             Ok(i) => {
@@ -160,19 +210,34 @@ impl<'a> SlotTable<'a> {
         }
     }
 
-    fn victim(&self, now_ns: i128) -> usize {
-        let mut best = (usize::MAX, i128::MAX);
-        for (i, slot) in self.slots.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
-            let state = slot.state();
-            if state.is_replenished(now_ns) {
+    /// A slot to evict for `id`, among VICTIM_SAMPLE slots from a place its hash picks: the
+    /// first fully replenished key, else the one checked longest ago.
+    fn victim(&self, id: KeyId, now_ns: i128) -> usize {
+        let len = self.slots.len();
+        let start = id.cells(len)[0];
+        let now = seconds(now_ns);
+        let mut best: Option<(usize, u32)> = None;
+        for i in (0..VICTIM_SAMPLE.min(len)).map(|k| (start + k) % len) {
+            let slot = &self.slots[i];
+            if slot.is_empty() {
+                continue;
+            }
+            if slot.state().is_replenished(now_ns) {
                 return i;
             }
-            let tat = state.tat_ns();
-            if tat < best.1 {
-                best = (i, tat);
+            let age = now.wrapping_sub(slot.touched);
+            if best.is_none_or(|(_, a)| age > a) {
+                best = Some((i, age));
             }
         }
-        best.0
+        match best {
+            Some((i, _)) => i,
+            // Not reached at 7/8 load with 32 samples, but any used slot will do.
+            None => (0..len)
+                .map(|k| (start + k) % len)
+                .find(|&i| !self.slots[i].is_empty())
+                .expect("a full table has a used slot"),
+        }
     }
 
     /// Backward-shift deletion: later entries of the probe run move up, so no tombstones.
@@ -227,14 +292,14 @@ mod tests {
     }
 
     #[test]
-    fn evicts_replenished_keys_first_then_the_least_restrictive() {
-        let mut slots = vec![Slot::default(); slots_for_capacity(4)];
-        let mut used = 0;
-        let mut t = SlotTable::new(&mut slots, &mut used);
+    fn evicts_replenished_keys_first_then_the_least_recently_checked() {
+        let (mut slots, mut cells, mut used) =
+            (vec![Slot::default(); slots_for_capacity(4)], vec![0; 4], 0);
+        let mut t = SlotTable::new(&mut slots, &mut cells, &mut used);
         let limit = Limit::new(1, 100).unwrap();
         let id = |k: &str| KeyId::new(&SECRET, "b", k);
         let cap = max_used(t.slots.len());
-        // Fill: key i used at time i seconds (later keys are more restrictive at time `cap`).
+        // Fill: key i checked at second i, so key "0" was checked longest ago.
         for i in 0..cap {
             t.decide(id(&i.to_string()), limit, i as i128 * NANOS_PER_SEC, true);
         }
@@ -243,10 +308,9 @@ mod tests {
         let out = t.decide(id("new"), limit, now, true);
         assert!(out.evicted);
         assert_eq!(t.used(), cap);
-        // Key "0" was the least restrictive (its one write is the oldest) and is gone.
         assert!(t.find(id("0")).is_err());
         assert!(t.find(id("new")).is_ok());
-        // A key replenished by now goes before any other, even a less restrictive one.
+        // A key replenished by now goes before any other, even one checked longer ago.
         let short = Limit::new(1, 1).unwrap();
         assert!(t.remove(id("2")));
         t.decide(id("short"), short, now, true);
@@ -256,13 +320,46 @@ mod tests {
         assert!(t.find(id("1")).is_ok());
     }
 
+    #[test]
+    fn an_evicted_key_gets_no_budget_back() {
+        let (mut slots, mut cells, mut used) =
+            (vec![Slot::default(); slots_for_capacity(8)], vec![0; 8], 0);
+        let mut t = SlotTable::new(&mut slots, &mut cells, &mut used);
+        let user = KeyId::new(&SECRET, "b", "user");
+        let limit = Limit::new(20, 3600).unwrap();
+        let t0 = 1_700_000_000 * NANOS_PER_SEC;
+        for _ in 0..20 {
+            assert!(t.decide(user, limit, t0, true).decision.allowed);
+        }
+        assert!(!t.decide(user, limit, t0, true).decision.allowed);
+        // A flood of keys that never replenish pushes the user out of the table...
+        let forever = Limit::new(1, i32::MAX).unwrap();
+        for i in 0..1000 {
+            t.decide(
+                KeyId::new(&SECRET, "x", &format!("flood{i}")),
+                forever,
+                t0 + 1,
+                true,
+            );
+        }
+        assert!(t.find(user).is_err(), "the flood evicted the user");
+        // ...but the user's spent budget stays spent, and the steady rate (one write every
+        // 180 s) still flows.
+        let d = t.decide(user, limit, t0 + 2, true).decision;
+        assert!(!d.allowed);
+        assert!(
+            t.decide(user, limit, t0 + 2 + 180 * NANOS_PER_SEC, true)
+                .decision
+                .allowed
+        );
+    }
+
     proptest! {
         /// Without eviction pressure the table behaves exactly like a map of states.
         #[test]
         fn matches_a_map_of_states(ops in proptest::collection::vec((0u8..40, any::<bool>(), 0i128..500_000_000), 1..400)) {
-            let mut slots = vec![Slot::default(); slots_for_capacity(64)];
-            let mut used = 0;
-            let mut t = SlotTable::new(&mut slots, &mut used);
+            let (mut slots, mut cells, mut used) = (vec![Slot::default(); slots_for_capacity(64)], vec![0; 64], 0);
+            let mut t = SlotTable::new(&mut slots, &mut cells, &mut used);
             let mut model: HashMap<u8, State> = HashMap::new();
             let limit = Limit::new(3, 1).unwrap();
             let mut now = 0;
@@ -278,6 +375,28 @@ mod tests {
                 if expected.allowed { model.insert(k, s); }
                 prop_assert_eq!(t.decide(id, limit, now, true).decision, expected);
                 prop_assert_eq!(t.used(), model.len());
+            }
+        }
+
+        /// Under eviction pressure, with many keys and limits (one per key, as a policy has),
+        /// the table is never laxer than exact per-key GCRA: every write it admits, a map of
+        /// every key's true state admits too.
+        #[test]
+        fn never_laxer_than_exact(ops in proptest::collection::vec((0u8..60, 0i128..3_000_000_000), 1..600)) {
+            let (mut slots, mut cells, mut used) = (vec![Slot::default(); slots_for_capacity(8)], vec![0; 4], 0);
+            let mut t = SlotTable::new(&mut slots, &mut cells, &mut used);
+            let mut exact: HashMap<u8, State> = HashMap::new();
+            let mut now = 1_700_000_000 * NANOS_PER_SEC;
+            for (k, dt) in ops {
+                now += dt;
+                let limit = Limit::new(i32::from(k % 4) + 1, i32::from(k % 7) * 5 + 1).unwrap();
+                let id = KeyId::new(&SECRET, "b", &k.to_string());
+                let admitted = t.decide(id, limit, now, true).decision.allowed;
+                if admitted {
+                    let state = exact.entry(k).or_default();
+                    prop_assert!(decide(state, limit, now, true).allowed, "key {} got a write exact GCRA refuses", k);
+                }
+                prop_assert!(t.used() <= max_used(t.slots.len()));
             }
         }
     }

@@ -2,7 +2,7 @@
 //! sign a token. Signing needs the private key, so it grants nothing a caller did not have.
 
 use crate::error::{AuthError, Result};
-use crate::keys::{parse_algorithm, printable};
+use crate::keys::{parse_algorithm, printable, significant_bytes};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::Algorithm;
@@ -82,6 +82,9 @@ pub fn generate_jwk(alg: &str) -> Result<Value> {
     Ok(jwk)
 }
 
+/// Longest key text `sign_jwt` parses: a private 4096-bit RSA JWK is about 3 kB.
+pub const MAX_KEY_TEXT_BYTES: usize = 64 * 1024;
+
 fn hmac_secret_len(alg: Algorithm) -> usize {
     match alg {
         Algorithm::HS384 => 48,
@@ -134,6 +137,12 @@ fn member(jwk: &Map<String, Value>, name: &str) -> Result<Vec<u8>> {
 pub fn sign_jwt(claims: &Value, key: &str, alg: Option<&str>) -> Result<String> {
     if !claims.is_object() {
         return Err(AuthError::invalid_argument("claims must be a JSON object"));
+    }
+    if key.len() > MAX_KEY_TEXT_BYTES {
+        return Err(AuthError::invalid_argument(format!(
+            "the key is {} bytes; at most {MAX_KEY_TEXT_BYTES} are accepted",
+            key.len()
+        )));
     }
     let jwk: Option<Map<String, Value>> = match serde_json::from_str::<Value>(key) {
         Ok(Value::Object(map)) if map.contains_key("kty") => Some(map),
@@ -243,14 +252,24 @@ fn sign_rsa(
 ) -> std::result::Result<Vec<u8>, Option<AuthError>> {
     use rsa::signature::{RandomizedSigner, SignatureEncoding, Signer};
     use rsa::BigUint;
+    let (n, e) = (
+        member(jwk, "n").map_err(Some)?,
+        member(jwk, "e").map_err(Some)?,
+    );
+    crate::keys::check_rsa_size(&n, &e).map_err(|m| Some(AuthError::invalid_argument(m)))?;
+    // No private component is longer than the modulus; bound them before any arithmetic.
     let num = |name: &str| {
-        member(jwk, name)
-            .map(|b| BigUint::from_bytes_be(&b))
-            .map_err(Some)
+        let bytes = member(jwk, name).map_err(Some)?;
+        if significant_bytes(&bytes) > significant_bytes(&n) {
+            return Err(Some(AuthError::invalid_argument(format!(
+                "the JWK's \"{name}\" is longer than its modulus"
+            ))));
+        }
+        Ok(BigUint::from_bytes_be(&bytes))
     };
     let key = rsa::RsaPrivateKey::from_components(
-        num("n")?,
-        num("e")?,
+        BigUint::from_bytes_be(&n),
+        BigUint::from_bytes_be(&e),
         num("d")?,
         vec![num("p")?, num("q")?],
     )

@@ -184,6 +184,21 @@ impl Cluster {
             .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
     }
 
+    /// Creates LOGIN role `owner` (no other attribute) and database `db` owned by it, as a
+    /// hosting provider's customer gets; the extension is not installed.
+    pub fn database_owned_by(&self, db: &str, owner: &str) {
+        self.sql("postgres", &format!("CREATE ROLE {owner} LOGIN"));
+        self.sql("postgres", &format!("CREATE DATABASE {db} OWNER {owner}"));
+    }
+
+    /// Whether `role` is a superuser now.
+    pub fn is_superuser(&self, role: &str) -> bool {
+        self.superuser("postgres")
+            .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&role])
+            .expect("read pg_roles")
+            .get(0)
+    }
+
     /// Creates database `db` with the extension, and LOGIN roles `roles` (cluster-wide).
     pub fn setup(&self, db: &str, roles: &[&str]) {
         if db != "postgres" {
@@ -220,6 +235,25 @@ impl Cluster {
             assert!(Instant::now() < deadline, "{name} never became {value:?}");
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// Writes `contents` to file `name` in the cluster's directory, owned by the server's OS
+    /// user with mode `mode`; returns its path.
+    pub fn write_server_file(&self, name: &str, contents: &[u8], mode: u32) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.join(name);
+        std::fs::write(&path, contents).expect("write a server file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .expect("chmod a server file");
+        if is_root() {
+            let status = Command::new("chown")
+                .arg("postgres:postgres")
+                .arg(&path)
+                .status()
+                .expect("run chown");
+            assert!(status.success(), "chown {}", path.display());
+        }
+        path
     }
 
     /// The directory holding the server's Unix socket (and its data and log).
@@ -341,6 +375,35 @@ impl Key {
     /// A token for subject `sub`.
     pub fn token_for(&self, sub: &str) -> String {
         self.token(json!({ "sub": sub }))
+    }
+
+    /// A token with exactly this `header` and `claims` (no `exp` added), signed with EdDSA.
+    pub fn token_with_header(&self, header: Value, claims: Value) -> String {
+        use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        use base64::Engine;
+        use ed25519_dalek::Signer;
+        let private: Value = serde_json::from_str(&self.private).expect("a JWK");
+        let d = URL_SAFE_NO_PAD
+            .decode(private["d"].as_str().expect("an EdDSA key"))
+            .expect("base64url");
+        let key = ed25519_dalek::SigningKey::from_bytes(&d.try_into().expect("32 bytes"));
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(header.to_string()),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let signature = URL_SAFE_NO_PAD.encode(key.sign(input.as_bytes()).to_bytes());
+        format!("{input}.{signature}")
+    }
+
+    /// The public JWK without the named members (a proxy's key often has no `kid` or `alg`).
+    pub fn public_without(&self, members: &[&str]) -> String {
+        let mut public: Value = serde_json::from_str(&self.public).expect("a JWK");
+        let obj = public.as_object_mut().expect("an object");
+        for m in members {
+            obj.remove(*m);
+        }
+        public.to_string()
     }
 }
 

@@ -141,8 +141,8 @@ fn a_killed_backend_leaves_a_working_limiter_and_a_consistent_table_store() {
     );
     let rows: i64 = admin
         .query_one(
-            "SELECT count(*) FROM auth.write_rate_state WHERE bucket = 'crash'",
-            &[],
+            "SELECT count(*) FROM _pg_rls_auth.write_rate_state WHERE id = $1",
+            &[&pg_rls_auth_core::key_id::durable_key_id("crash", "shared").as_slice()],
         )
         .unwrap()
         .get(0);

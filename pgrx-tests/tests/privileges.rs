@@ -344,11 +344,11 @@ fn rate_limit_state_is_the_extensions() {
     cluster.setup("app", &["alice"]);
     let mut alice = cluster.connect("alice", "app", "");
     for sql in [
-        "SELECT * FROM auth.write_rate_state",
-        "INSERT INTO auth.write_rate_state VALUES ('default', 'alice', 0, 0)",
-        "UPDATE auth.write_rate_state SET tat = 0",
-        "DELETE FROM auth.write_rate_state",
-        "TRUNCATE auth.write_rate_state",
+        "SELECT * FROM _pg_rls_auth.write_rate_state",
+        "INSERT INTO _pg_rls_auth.write_rate_state VALUES ('\\x00', 0, 0, 0)",
+        "UPDATE _pg_rls_auth.write_rate_state SET tat = 0",
+        "DELETE FROM _pg_rls_auth.write_rate_state",
+        "TRUNCATE _pg_rls_auth.write_rate_state",
         "SELECT auth.reset_write_rate('alice')",
         "SELECT auth.reset_write_rate('alice', 'default')",
     ] {
@@ -373,11 +373,11 @@ fn rate_limit_state_is_the_extensions() {
         .batch_execute("SELECT auth.check_write_rate('alice', 10, 60)")
         .unwrap();
     assert_eq!(
-        err_code(alice.query("SELECT * FROM auth.write_rate_state", &[])),
+        err_code(alice.query("SELECT * FROM _pg_rls_auth.write_rate_state", &[])),
         "42501"
     );
     let rows: i64 = admin
-        .query_one("SELECT count(*) FROM auth.write_rate_state", &[])
+        .query_one("SELECT count(*) FROM _pg_rls_auth.write_rate_state", &[])
         .unwrap()
         .get(0);
     assert_eq!(rows, 1);

@@ -48,6 +48,8 @@ unsafe extern "C-unwind" {
 
 static mut HEADER: *mut Header = std::ptr::null_mut();
 static mut SLOTS: *mut Slot = std::ptr::null_mut();
+/// Each partition's overflow cells (see `SlotTable`), as many as it has slots.
+static mut CELLS: *mut i64 = std::ptr::null_mut();
 static mut LOCKS: *mut pg_sys::LWLockPadded = std::ptr::null_mut();
 static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
 static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
@@ -58,7 +60,8 @@ fn slots_per_partition() -> usize {
 }
 
 fn shmem_size() -> usize {
-    std::mem::size_of::<Header>() + PARTITIONS * slots_per_partition() * std::mem::size_of::<Slot>()
+    let per_slot = std::mem::size_of::<Slot>() + std::mem::size_of::<i64>();
+    std::mem::size_of::<Header>() + PARTITIONS * slots_per_partition() * per_slot
 }
 
 pub fn init() {
@@ -95,6 +98,7 @@ unsafe extern "C-unwind" fn shmem_startup() {
         let base = pg_sys::ShmemInitStruct(NAME.as_ptr(), shmem_size(), &mut found) as *mut u8;
         HEADER = base as *mut Header;
         SLOTS = base.add(std::mem::size_of::<Header>()) as *mut Slot;
+        CELLS = SLOTS.add(PARTITIONS * slots_per_partition()) as *mut i64;
         if !found {
             std::ptr::write_bytes(base, 0, shmem_size());
             let mut secret = [0u8; 16];
@@ -120,24 +124,22 @@ pub fn available() -> bool {
     unsafe { !HEADER.is_null() }
 }
 
-/// Runs `f` on the partition holding `id`, under its lock.
-fn with_partition<R>(
-    id: KeyId,
-    mode: pg_sys::LWLockMode::Type,
-    f: impl FnOnce(&mut SlotTable, &mut PartitionStats) -> R,
-) -> R {
+/// Runs `f` on the partition holding `id`, under its exclusive lock. Nothing in shared memory
+/// is referenced before the lock is held.
+fn with_partition<R>(id: KeyId, f: impl FnOnce(&mut SlotTable, &mut PartitionStats) -> R) -> R {
     unsafe {
-        let header = &mut *HEADER;
-        let per = header.slots_per_partition;
+        // Set once at startup, before any backend runs a query.
+        let per = (*HEADER).slots_per_partition;
         let p = id.partition(PARTITIONS);
         let lock = &raw mut (*LOCKS.add(p)).lock;
-        raw_lwlock_acquire(lock, mode);
+        raw_lwlock_acquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
         let slots = std::slice::from_raw_parts_mut(SLOTS.add(p * per), per);
-        let stats = &mut header.partitions[p];
+        let cells = std::slice::from_raw_parts_mut(CELLS.add(p * per), per);
+        let stats = &mut (*HEADER).partitions[p];
         // The closure is plain Rust over plain memory: it cannot raise, so the lock is
         // always released here (an ERROR would release it too, via LWLockReleaseAll).
         let mut used = stats.used;
-        let result = f(&mut SlotTable::new(slots, &mut used), stats);
+        let result = f(&mut SlotTable::new(slots, cells, &mut used), stats);
         stats.used = used;
         raw_lwlock_release(lock);
         result
@@ -152,12 +154,9 @@ fn key_id(bucket: &str, key: &str) -> KeyId {
 pub fn decide(bucket: &str, key: &str, limit: Limit, now_ns: i128, consume: bool) -> Decision {
     let id = key_id(bucket, key);
     if !consume {
-        // A shared lock suffices: deciding without consuming never writes.
-        return with_partition(id, pg_sys::LWLockMode::LW_SHARED, |t, _| {
-            t.decide(id, limit, now_ns, false).decision
-        });
+        return with_partition(id, |t, _| t.decide(id, limit, now_ns, false).decision);
     }
-    with_partition(id, pg_sys::LWLockMode::LW_EXCLUSIVE, |t, stats| {
+    with_partition(id, |t, stats| {
         let out = t.decide(id, limit, now_ns, true);
         stats.checks += 1;
         stats.admitted += u64::from(out.decision.allowed);
@@ -168,7 +167,7 @@ pub fn decide(bucket: &str, key: &str, limit: Limit, now_ns: i128, consume: bool
 
 pub fn reset(bucket: &str, key: &str) -> bool {
     let id = key_id(bucket, key);
-    with_partition(id, pg_sys::LWLockMode::LW_EXCLUSIVE, |t, _| t.remove(id))
+    with_partition(id, |t, _| t.remove(id))
 }
 
 /// Counts a check of the table store in shared memory; false when there is none.
@@ -207,7 +206,8 @@ pub fn counters() -> Option<Counters> {
             c.admitted += admitted;
             c.evictions += evictions;
         }
-        c.rejected = c.checks - c.admitted;
+        // The two table-store counters are read one after the other, not together.
+        c.rejected = c.checks.saturating_sub(c.admitted);
         c
     })
 }

@@ -273,17 +273,22 @@ COMMENT ON FUNCTION auth.check_write_rate(text, integer, integer, text) IS
     'Admits a write for (bucket, key) under max_writes per window_seconds (GCRA); over the limit raises SQLSTATE PT429';
 CREATE FUNCTION auth.check_write_rate(key uuid, max_writes integer, window_seconds integer, bucket text DEFAULT 'default')
     RETURNS boolean LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'auth_check_write_rate_uuid';
-CREATE TABLE auth.write_rate_state (
-    bucket text NOT NULL,
-    key text NOT NULL,
+-- Internal state lives in a schema of its own, created here by the script (as a superuser) and
+-- so owned by one: the database owner who installs the extension owns schema auth and could
+-- rename it or create look-alike objects there, but cannot touch this schema.
+CREATE SCHEMA _pg_rls_auth;
+COMMENT ON SCHEMA _pg_rls_auth IS 'pg_rls_auth internal state; no role uses it directly';
+CREATE TABLE _pg_rls_auth.write_rate_state (
+    id bytea PRIMARY KEY,
     tat numeric NOT NULL,
     scale integer NOT NULL,
-    PRIMARY KEY (bucket, key)
+    free_at bigint NOT NULL
 );
-COMMENT ON TABLE auth.write_rate_state IS
-    'pg_rls_auth table store: GCRA theoretical arrival time per key, in units of 1/scale ns since the Unix epoch';
-REVOKE ALL ON auth.write_rate_state FROM PUBLIC;
-SELECT pg_catalog.pg_extension_config_dump('auth.write_rate_state', '');
+CREATE INDEX write_rate_state_free_at ON _pg_rls_auth.write_rate_state (free_at);
+COMMENT ON TABLE _pg_rls_auth.write_rate_state IS
+    'pg_rls_auth table store: per SHA-256 of (bucket, key), the GCRA theoretical arrival time in units of 1/scale ns since the Unix epoch, and when (ns) the key is fully replenished';
+REVOKE ALL ON _pg_rls_auth.write_rate_state FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('_pg_rls_auth.write_rate_state', '');
 "#,
     name = "rate_limit_sql",
 );

@@ -1,36 +1,59 @@
 //! The table store, for servers where the library cannot be preloaded (hosted PostgreSQL): GCRA
-//! state in `auth.write_rate_state`, updated in the caller's transaction and kept across
-//! restarts.
+//! state in `_pg_rls_auth.write_rate_state`, updated in the caller's transaction and kept
+//! across restarts.
 //!
 //! Exact under concurrency: the first check of a key in a transaction locks its row
-//! (`FOR UPDATE`), so concurrent transactions on one key queue. Linear inside a long
+//! (`FOR UPDATE`), so concurrent transactions on one key queue, each waiting at most
+//! `pg_rls_auth.rate_limit_lock_timeout` (then SQLSTATE 55P03). Linear inside a long
 //! transaction: later checks of that key use this backend's copy of the state, written back
 //! once, just before commit; updating the row per check would leave a chain of row versions
 //! that every following check walks (the quadratic PL/pgSQL design).
 //!
-//! Ordinary roles cannot touch the table; the queries run as its owner, fully schema-qualified.
+//! Bounded: a row is 16 bytes of key hash plus the state, whatever the key's length, and each
+//! transaction that adds rows removes up to SWEEP_ROWS rows whose keys are fully replenished
+//! (forgetting them grants nothing), so the table holds about one row per key checked within
+//! its window.
+//!
+//! Privileges: ordinary roles cannot touch the table. The store acts as the table's owner, a
+//! superuser, so it must never run anything another role controls (see `as_owner`).
 
-use crate::errors::{Raise, INVALID_PARAMETER_VALUE};
+use crate::errors::{
+    Raise, INSUFFICIENT_PRIVILEGE, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE,
+};
+use crate::guc;
 use pg_rls_auth_core::gcra::{decide as gcra_decide, Decision, Limit, State};
+use pg_rls_auth_core::key_id::durable_key_id;
 use pgrx::prelude::*;
 use pgrx::spi::OwnedPreparedStatement;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::c_void;
+use std::ffi::{c_void, CString};
 
-const LOCK_ROW: &str = "SELECT tat::pg_catalog.text, scale FROM auth.write_rate_state \
-    WHERE bucket OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2 FOR UPDATE";
+/// Rows whose keys are fully replenished that one transaction removes when it adds rows.
+const SWEEP_ROWS: i64 = 16;
+
+const LOCK_ROW: &str = "SELECT tat::pg_catalog.text, scale FROM _pg_rls_auth.write_rate_state \
+    WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE";
 /// A separate statement from LOCK_ROW: when a concurrent transaction inserts the same key, this
 /// waits for it, and the LOCK_ROW that follows (a new snapshot) then sees its row.
-const INSERT_ROW: &str = "INSERT INTO auth.write_rate_state (bucket, key, tat, scale) \
-    VALUES ($1, $2, 0, 0) ON CONFLICT (bucket, key) DO NOTHING";
-const READ_ROW: &str = "SELECT tat::pg_catalog.text, scale FROM auth.write_rate_state \
-    WHERE bucket OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2";
-const WRITE_ROW: &str =
-    "UPDATE auth.write_rate_state SET tat = $3::pg_catalog.numeric, scale = $4 \
-    WHERE bucket OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2";
-const DELETE_ROW: &str = "DELETE FROM auth.write_rate_state \
-    WHERE bucket OPERATOR(pg_catalog.=) $1 AND key OPERATOR(pg_catalog.=) $2";
+const INSERT_ROW: &str = "INSERT INTO _pg_rls_auth.write_rate_state (id, tat, scale, free_at) \
+    VALUES ($1, 0, 0, 0) ON CONFLICT (id) DO NOTHING";
+const READ_ROW: &str = "SELECT tat::pg_catalog.text, scale FROM _pg_rls_auth.write_rate_state \
+    WHERE id OPERATOR(pg_catalog.=) $1";
+const WRITE_ROW: &str = "UPDATE _pg_rls_auth.write_rate_state \
+    SET tat = $2::pg_catalog.numeric, scale = $3, free_at = $4 WHERE id OPERATOR(pg_catalog.=) $1";
+const DELETE_ROW: &str =
+    "DELETE FROM _pg_rls_auth.write_rate_state WHERE id OPERATOR(pg_catalog.=) $1";
+/// Rows locked by a running transaction are skipped, so the sweep never waits.
+const SWEEP: &str =
+    "DELETE FROM _pg_rls_auth.write_rate_state WHERE ctid OPERATOR(pg_catalog.=) ANY \
+    (ARRAY(SELECT ctid FROM _pg_rls_auth.write_rate_state WHERE free_at OPERATOR(pg_catalog.<=) $1 \
+    ORDER BY free_at LIMIT $2 FOR UPDATE SKIP LOCKED))";
+/// The table, found in the catalogs as the caller (nothing but pg_catalog is named).
+const FIND_TABLE: &str = "SELECT c.relowner, n.nspowner FROM pg_catalog.pg_class c \
+    JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+    WHERE n.nspname OPERATOR(pg_catalog.=) '_pg_rls_auth' \
+    AND c.relname OPERATOR(pg_catalog.=) 'write_rate_state'";
 
 struct Entry {
     state: State,
@@ -41,8 +64,9 @@ struct Entry {
 
 #[derive(Default)]
 struct Backend {
-    entries: HashMap<(String, String), Entry>,
-    owner: Option<pg_sys::Oid>,
+    entries: HashMap<[u8; 16], Entry>,
+    /// This transaction added rows: sweep before it commits.
+    inserted: bool,
     statements: HashMap<&'static str, OwnedPreparedStatement>,
 }
 
@@ -63,7 +87,10 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
     match event {
         XACT_EVENT_PRE_COMMIT | XACT_EVENT_PRE_PREPARE => flush(),
         XACT_EVENT_COMMIT | XACT_EVENT_ABORT | XACT_EVENT_PREPARE | XACT_EVENT_PARALLEL_ABORT => {
-            BACKEND.with_borrow_mut(|b| b.entries.clear())
+            BACKEND.with_borrow_mut(|b| {
+                b.entries.clear();
+                b.inserted = false;
+            })
         }
         _ => {}
     }
@@ -89,22 +116,45 @@ unsafe extern "C-unwind" fn subxact_callback(
     });
 }
 
-/// Runs `f` as the owner of auth.write_rate_state, the way PostgreSQL runs RI checks, with
-/// `search_path` pinned to pg_catalog (as maintenance commands do): nothing the caller put on
-/// their path can run with the owner's rights.
-fn as_owner<R>(f: impl FnOnce() -> R) -> R {
-    let owner = BACKEND.with_borrow(|b| b.owner).unwrap_or_else(|| {
-        let owner = Spi::get_one::<pg_sys::Oid>(
-            "SELECT relowner FROM pg_catalog.pg_class \
-             WHERE oid OPERATOR(pg_catalog.=) 'auth.write_rate_state'::pg_catalog.regclass",
-        )
-        .ok()
-        .flatten()
-        .unwrap_or_else(|| pgrx::error!("pg_rls_auth: auth.write_rate_state is missing"));
-        BACKEND.with_borrow_mut(|b| b.owner = Some(owner));
-        owner
+/// The owner of the state table, checked at every use. Only a superuser can own, rename,
+/// create in or attach code to schema `_pg_rls_auth` and its table (the extension script made
+/// them as one), so a name there cannot be redirected by the database owner who installed the
+/// extension or by anyone else. Should either not be a superuser's (a superuser changed them),
+/// the store refuses rather than act for someone who could have planted code there.
+fn table_owner() -> Result<pg_sys::Oid, Raise> {
+    let owners = Spi::connect(|client| {
+        client
+            .select(FIND_TABLE, Some(1), &[])
+            .ok()
+            .and_then(|t| t.first().get_two::<pg_sys::Oid, pg_sys::Oid>().ok())
     });
+    let Some((Some(table), Some(schema))) = owners else {
+        return Err(Raise::new(
+            OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pg_rls_auth: the table store _pg_rls_auth.write_rate_state is missing",
+        )
+        .hint("Update the extension: ALTER EXTENSION pg_rls_auth UPDATE."));
+    };
+    if unsafe { !pg_sys::superuser_arg(table) || !pg_sys::superuser_arg(schema) } {
+        return Err(Raise::new(
+            INSUFFICIENT_PRIVILEGE,
+            "pg_rls_auth: _pg_rls_auth.write_rate_state or its schema is not owned by a superuser",
+        )
+        .detail("The table store acts as the table's owner and refuses to for any other role."));
+    }
+    Ok(table)
+}
+
+/// Runs `f` as the owner of the state table, the way PostgreSQL runs RI checks: in a security
+/// restricted operation, with `search_path` pinned to pg_catalog (as maintenance commands do)
+/// and `lock_timeout` at `pg_rls_auth.rate_limit_lock_timeout`. The statements name only
+/// `_pg_rls_auth` and pg_catalog, and the table has no triggers, rules or policies (only a
+/// superuser could add them), so nothing another role wrote runs with the owner's rights.
+fn as_owner<R>(f: impl FnOnce() -> R) -> Result<R, Raise> {
+    let owner = table_owner()?;
     let (mut user, mut context) = (pg_sys::Oid::INVALID, 0);
+    let lock_timeout = CString::new(guc::RATE_LIMIT_LOCK_TIMEOUT.get().to_string())
+        .expect("digits have no NUL byte");
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
         pg_sys::SetUserIdAndSecContext(
@@ -116,25 +166,41 @@ fn as_owner<R>(f: impl FnOnce() -> R) -> R {
     }
     let nest = unsafe {
         let nest = pg_sys::NewGUCNestLevel();
-        pg_sys::set_config_option(
-            c"search_path".as_ptr(),
-            c"pg_catalog, pg_temp".as_ptr(),
-            pg_sys::GucContext::PGC_USERSET,
-            pg_sys::GucSource::PGC_S_SESSION,
-            pg_sys::GucAction::GUC_ACTION_SAVE,
-            true,
-            0,
-            false,
-        );
+        for (name, value) in [
+            (c"search_path", c"pg_catalog, pg_temp"),
+            (c"lock_timeout", lock_timeout.as_c_str()),
+        ] {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
         nest
     };
-    // An ERROR in `f` aborts the (sub)transaction, which restores the user and the path itself.
-    let result = f();
+    // An ERROR in `f` aborts the (sub)transaction, which restores the user and the settings.
+    let result = PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
+        .catch_when(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, |_| {
+            crate::errors::report(
+                Raise::new(
+                    *b"55P03",
+                    "pg_rls_auth: another transaction holds this rate-limit key",
+                )
+                .detail("It checked the same key and has not ended yet.")
+                .hint("pg_rls_auth.rate_limit_lock_timeout bounds the wait."),
+            )
+        })
+        .execute();
     unsafe {
         pg_sys::AtEOXact_GUC(true, nest);
         pg_sys::SetUserIdAndSecContext(user, context);
     }
-    result
+    Ok(result)
 }
 
 fn run(
@@ -167,8 +233,8 @@ fn run(
     })
 }
 
-fn key_types() -> [PgOid; 2] {
-    [PgOid::from(pg_sys::TEXTOID), PgOid::from(pg_sys::TEXTOID)]
+fn key_types() -> [PgOid; 1] {
+    [PgOid::from(pg_sys::BYTEAOID)]
 }
 
 fn parse_state(row: Option<(String, i32)>) -> Result<State, Raise> {
@@ -178,7 +244,7 @@ fn parse_state(row: Option<(String, i32)>) -> Result<State, Raise> {
             tat: tat.parse().map_err(|_| {
                 Raise::new(
                     INVALID_PARAMETER_VALUE,
-                    "auth.write_rate_state holds a malformed tat",
+                    "_pg_rls_auth.write_rate_state holds a malformed tat",
                 )
             })?,
             scale: u32::try_from(scale).unwrap_or(0),
@@ -193,7 +259,7 @@ pub fn decide(
     now_ns: i128,
     consume: bool,
 ) -> Result<Decision, Raise> {
-    let id = (bucket.to_string(), key.to_string());
+    let id = durable_key_id(bucket, key);
     let cached = BACKEND.with_borrow_mut(|b| {
         b.entries.get_mut(&id).map(|e| {
             let d = gcra_decide(&mut e.state, limit, now_ns, consume);
@@ -204,17 +270,18 @@ pub fn decide(
     if let Some(d) = cached {
         return Ok(d);
     }
-    let args = || vec![bucket.into(), key.into()];
+    let args = || vec![id.as_slice().into()];
     if !consume {
-        let mut state = parse_state(as_owner(|| run(READ_ROW, args(), &key_types())))?;
+        let mut state = parse_state(as_owner(|| run(READ_ROW, args(), &key_types()))?)?;
         return Ok(gcra_decide(&mut state, limit, now_ns, false));
     }
     let row = as_owner(|| {
         run(LOCK_ROW, args(), &key_types()).or_else(|| {
             run(INSERT_ROW, args(), &key_types());
+            BACKEND.with_borrow_mut(|b| b.inserted = true);
             run(LOCK_ROW, args(), &key_types())
         })
-    });
+    })?;
     let mut state = parse_state(row)?;
     let d = gcra_decide(&mut state, limit, now_ns, true);
     let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
@@ -231,62 +298,75 @@ pub fn decide(
     Ok(d)
 }
 
-/// Writes back every key this transaction changed, once each.
+/// Writes back every key this transaction changed, once each; then, when it added rows,
+/// removes up to SWEEP_ROWS rows of fully replenished keys.
 fn flush() {
-    let dirty: Vec<((String, String), State)> = BACKEND.with_borrow_mut(|b| {
-        b.entries
+    let (dirty, sweep): (Vec<([u8; 16], State)>, bool) = BACKEND.with_borrow_mut(|b| {
+        let dirty = b
+            .entries
             .iter_mut()
             .filter(|(_, e)| e.dirty)
             .map(|(k, e)| {
                 e.dirty = false;
-                (k.clone(), e.state)
+                (*k, e.state)
             })
-            .collect()
+            .collect();
+        (dirty, std::mem::take(&mut b.inserted))
     });
-    if dirty.is_empty() {
+    if dirty.is_empty() && !sweep {
         return;
     }
     let types = [
-        pg_sys::TEXTOID,
-        pg_sys::TEXTOID,
+        pg_sys::BYTEAOID,
         pg_sys::TEXTOID,
         pg_sys::INT4OID,
+        pg_sys::INT8OID,
     ]
     .map(PgOid::from);
+    let now_ns = super::now_ns();
     // At pre-commit the statement's snapshot is gone; SPI needs one.
     unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
-    as_owner(|| {
-        for ((bucket, key), state) in &dirty {
+    let done = as_owner(|| {
+        for (id, state) in &dirty {
+            let free_at = i64::try_from(state.tat_ns()).unwrap_or(i64::MAX);
             let args = vec![
-                bucket.as_str().into(),
-                key.as_str().into(),
+                id.as_slice().into(),
                 state.tat.to_string().into(),
                 (state.scale as i32).into(),
+                free_at.into(),
             ];
             run(WRITE_ROW, args, &types);
         }
+        if sweep {
+            let now = i64::try_from(now_ns).unwrap_or(i64::MAX);
+            let types = [pg_sys::INT8OID, pg_sys::INT8OID].map(PgOid::from);
+            run(SWEEP, vec![now.into(), SWEEP_ROWS.into()], &types);
+        }
     });
     unsafe { pg_sys::PopActiveSnapshot() };
+    if let Err(e) = done {
+        crate::errors::report(e);
+    }
 }
 
 pub fn reset(bucket: &str, key: &str) -> Result<bool, Raise> {
-    BACKEND.with_borrow_mut(|b| b.entries.remove(&(bucket.to_string(), key.to_string())));
-    let existed = as_owner(|| {
+    let id = durable_key_id(bucket, key);
+    BACKEND.with_borrow_mut(|b| b.entries.remove(&id));
+    as_owner(|| {
         Spi::connect_mut(|client| {
             client
-                .update(DELETE_ROW, None, &[bucket.into(), key.into()])
+                .update(DELETE_ROW, None, &[id.as_slice().into()])
                 .map(|t| !t.is_empty())
                 .unwrap_or_else(|e| pgrx::error!("pg_rls_auth: the table store failed: {e}"))
         })
-    });
-    Ok(existed)
+    })
 }
 
 pub fn rows() -> Result<i64, Raise> {
-    Ok(as_owner(|| {
-        Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM auth.write_rate_state")
+    as_owner(|| {
+        Spi::get_one::<i64>("SELECT pg_catalog.count(*) FROM _pg_rls_auth.write_rate_state")
             .ok()
             .flatten()
             .unwrap_or(0)
-    }))
+    })
 }
