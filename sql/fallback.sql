@@ -2,7 +2,7 @@
 -- request.jwt.claim.sub), exactly as Supabase's helpers read them.
 \set VERBOSITY terse
 SET ROLE alice;
-SELECT auth.user_id(), auth.uid(), auth.session();
+SELECT auth.user_id(), auth.uid(), auth.session(), auth.jwt();
 SET request.jwt.claims = '{"sub":"6f1c3a3e-9a53-4c59-8a3f-3f5e1f2b9c10","role":"authenticated","email":"a@example.com","app_metadata":{"tenant_id":"t1"}}';
 SELECT auth.user_id(), auth.uid(), auth.role(), auth.email(), auth.claim('app_metadata.tenant_id');
 SELECT auth.jwt() ->> 'role' AS role_from_jwt;

@@ -11,7 +11,7 @@ SELECT jsonb_build_object('keys', jsonb_build_array(auth.public_jwk(:'ed_key'), 
 CREATE FUNCTION pg_temp.tok(claims jsonb, key text, alg text DEFAULT NULL) RETURNS text LANGUAGE sql AS $$
   SELECT auth.sign_jwt(claims || jsonb_build_object('exp', extract(epoch FROM now())::int + 600), key, alg)
 $$;
-SELECT pg_temp.tok('{"sub":"6f1c3a3e-9a53-4c59-8a3f-3f5e1f2b9c10","role":"authenticated","email":"alice@example.com","workspace_id":"w1","app_metadata":{"tenant_id":"t1"},"o":{"id":"org_1","rol":"admin"}}', :'ed_key') AS alice_tok \gset
+SELECT pg_temp.tok('{"sub":"6f1c3a3e-9a53-4c59-8a3f-3f5e1f2b9c10","role":"authenticated","email":"alice@example.com","workspace_id":"w1","app_metadata":{"tenant_id":"t1"},"o":{"id":"7d6a8f0e-1b2c-4d3e-8f4a-5b6c7d8e9f00","rol":"admin"}}', :'ed_key') AS alice_tok \gset
 SELECT pg_temp.tok('{"sub":"bob"}', :'es_key') AS bob_tok \gset
 SELECT pg_temp.tok('{"sub":"carol"}', :'rs_key') AS carol_rs \gset
 SELECT pg_temp.tok('{"sub":"carol"}', :'rs_key', 'PS256') AS carol_ps \gset
@@ -20,8 +20,8 @@ SELECT pg_temp.tok('{"sub":"eve"}', 'another-secret-of-at-least-thirty-two!!', '
 SELECT auth.sign_jwt('{"sub":"old","exp":1000}', :'ed_key') AS expired_tok \gset
 
 SET ROLE alice;
--- No session yet: everything is NULL.
-SELECT auth.user_id(), auth.uid(), auth.session(), auth.claim('sub');
+-- No session yet: everything is NULL, except auth.session(): JSON null, as in pg_session_jwt.
+SELECT auth.user_id(), auth.uid(), auth.session(), auth.jwt(), auth.claim('sub');
 SELECT auth.jwt_session_init(:'alice_tok');
 SELECT auth.user_id(), auth.uid(), auth.role(), auth.email();
 SELECT auth.claim('workspace_id'), auth.claim('app_metadata.tenant_id'), auth.claim('app_metadata'), auth.claim('missing');

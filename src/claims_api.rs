@@ -33,13 +33,28 @@ v1_function!(
     hide_statement = false
 );
 
+/// pg_session_jwt's auth.session(): JSON `null` (not SQL NULL) without a session.
 unsafe fn session_jsonb(_: pg_sys::FunctionCallInfo) -> Answer {
-    Ok(session::current()?.map(|s| varlena_datum(s.jsonb_bytes())))
+    Ok(Some(match session::current()? {
+        Some(s) => varlena_datum(s.jsonb_bytes()),
+        None => varlena_datum(session::json_null()),
+    }))
 }
 v1_function!(
     auth_session,
     pg_finfo_auth_session,
     session_jsonb,
+    hide_statement = false
+);
+
+/// Supabase's auth.jwt(): SQL NULL without a session.
+unsafe fn jwt_jsonb(_: pg_sys::FunctionCallInfo) -> Answer {
+    Ok(session::current()?.map(|s| varlena_datum(s.jsonb_bytes())))
+}
+v1_function!(
+    auth_jwt,
+    pg_finfo_auth_jwt,
+    jwt_jsonb,
     hide_statement = false
 );
 
@@ -124,10 +139,10 @@ CREATE FUNCTION auth.claim(path text) RETURNS text
 COMMENT ON FUNCTION auth.claim(text) IS 'One claim as text; a dotted path reaches into nested objects';
 CREATE FUNCTION auth.session() RETURNS jsonb
     LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_session';
-COMMENT ON FUNCTION auth.session() IS 'All claims of the session';
+COMMENT ON FUNCTION auth.session() IS 'All claims of the session (pg_session_jwt''s name; JSON null without one)';
 CREATE FUNCTION auth.jwt() RETURNS jsonb
-    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_session';
-COMMENT ON FUNCTION auth.jwt() IS 'All claims of the session (Supabase''s name)';
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_jwt';
+COMMENT ON FUNCTION auth.jwt() IS 'All claims of the session (Supabase''s name; NULL without one)';
 CREATE FUNCTION auth.role() RETURNS text
     LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_role';
 CREATE FUNCTION auth.email() RETURNS text

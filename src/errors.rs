@@ -9,7 +9,7 @@ use std::panic::Location;
 
 /// An error on its way out of a C-callable function: raised only after every Rust value on
 /// the stack is gone, because `errfinish` longjmps.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Raise {
     pub sqlstate: [u8; 5],
     pub message: String,

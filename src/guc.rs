@@ -26,6 +26,8 @@ pub static TRUST_REQUEST_CLAIMS: GucSetting<bool> = GucSetting::<bool>::new(true
 pub static TRUSTED_PROXY: GucSetting<bool> = GucSetting::<bool>::new(false);
 pub static SESSION_JWK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static NEON_SESSION_JWK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// pg_session_jwt's token setting, which any role may SET: verified before it is used.
+pub static NEON_SESSION_JWT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static AUDIT_LOG: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// The verified session: `<epoch>:<claims JSON>`, written only by auth.jwt_session_init().
 pub static SESSION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -60,6 +62,12 @@ pub enum RateLimitAction {
 pub static CONFIG_GENERATION: AtomicU64 = AtomicU64::new(1);
 /// Bumped whenever `pg_rls_auth.session` changes (SET, RESET, rollback, parallel restore).
 pub static SESSION_GENERATION: AtomicU64 = AtomicU64::new(1);
+/// Bumped whenever `pg_session_jwt.jwt` changes.
+pub static TOKEN_SETTING_GENERATION: AtomicU64 = AtomicU64::new(1);
+
+/// Whether pg_session_jwt.jwt is ours (pg_session_jwt itself may be loaded and own it).
+static TOKEN_SETTING_DEFINED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
 
 #[pg_guard]
 unsafe extern "C-unwind" fn config_changed_string(_new: *const c_char, _extra: *mut c_void) {
@@ -76,6 +84,10 @@ unsafe extern "C-unwind" fn config_changed_int(_new: i32, _extra: *mut c_void) {
 #[pg_guard]
 unsafe extern "C-unwind" fn session_changed(_new: *const c_char, _extra: *mut c_void) {
     SESSION_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+#[pg_guard]
+unsafe extern "C-unwind" fn token_setting_changed(_new: *const c_char, _extra: *mut c_void) {
+    TOKEN_SETTING_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
 /// True when a check hook is given an empty or absent value (always allowed: it means unset).
@@ -234,11 +246,12 @@ impl ForeignSetting {
                     if self.absent_at.get() == Some(count) {
                         return None;
                     }
-                    if pg_sys::GetConfigOption(name.as_ptr(), true, false).is_null() {
+                    // The record, whatever its value: a placeholder made by RESET has none yet,
+                    // and a later SET fills that same record in.
+                    let Some(i) = (0..count).find(|&i| Self::is(*vars.add(i), name)) else {
                         self.absent_at.set(Some(count));
                         return None;
-                    }
-                    let i = (0..count).find(|&i| Self::is(*vars.add(i), name))?;
+                    };
                     let var = *vars.add(i);
                     self.found.set(Some((i, var, (*var).name)));
                     var
@@ -479,6 +492,18 @@ pub fn init() {
         not_in_sample(),
         (Some(check_startup_only), Some(config_changed_string)),
     );
+    if !defined_elsewhere(c"pg_session_jwt.jwt") {
+        define_string(
+            c"pg_session_jwt.jwt",
+            c"pg_session_jwt's token setting: a JWT that becomes the session once it verifies.",
+            c"Any role may set it; the token is verified before any claim is answered. auth.jwt_session_init() sets it too.",
+            &NEON_SESSION_JWT,
+            GucContext::Userset,
+            not_in_sample() | GucFlags::NOT_WHILE_SEC_REST,
+            (None, Some(token_setting_changed)),
+        );
+        TOKEN_SETTING_DEFINED.store(true, Ordering::Relaxed);
+    }
     if !defined_elsewhere(c"pg_session_jwt.jwk") {
         define_string(
             c"pg_session_jwt.jwk",
@@ -556,9 +581,9 @@ fn define_rate_limit_slots() {
     );
 }
 
-/// Sets the session setting from C, at superuser level, as SET or SET LOCAL would.
-pub fn set_session(value: &str, local: bool) {
-    let value = CString::new(value).expect("JSON text has no NUL byte");
+/// Sets one of this extension's settings from C, as SET or SET LOCAL would, at `context`.
+fn set(name: &CStr, value: &str, local: bool, context: pg_sys::GucContext::Type) {
+    let value = CString::new(value).expect("JSON text and tokens have no NUL byte");
     let action = if local {
         pg_sys::GucAction::GUC_ACTION_LOCAL
     } else {
@@ -566,14 +591,46 @@ pub fn set_session(value: &str, local: bool) {
     };
     unsafe {
         pg_sys::set_config_option(
-            SESSION_GUC.as_ptr(),
+            name.as_ptr(),
             value.as_ptr(),
-            pg_sys::GucContext::PGC_SUSET,
+            context,
             pg_sys::GucSource::PGC_S_SESSION,
             action,
             true,
             pgrx::PgLogLevel::ERROR as i32,
             false,
         );
+    }
+}
+
+/// Sets the session setting, at superuser level (no statement of an ordinary role can).
+pub fn set_session(value: &str, local: bool) {
+    set(SESSION_GUC, value, local, pg_sys::GucContext::PGC_SUSET);
+}
+
+/// Sets `pg_session_jwt.jwt` (when it is ours), as the caller's own SET would.
+pub fn set_token_setting(token: &str, local: bool) {
+    if TOKEN_SETTING_DEFINED.load(Ordering::Relaxed) {
+        set(
+            c"pg_session_jwt.jwt",
+            token,
+            local,
+            pg_sys::GucContext::PGC_USERSET,
+        );
+    }
+}
+
+/// Whether a setting's current value was set anywhere (a file, ALTER SYSTEM/ROLE/DATABASE,
+/// SET), rather than left at its built-in default. Found by name, without regard to case.
+pub fn explicitly_set(name: &CStr) -> bool {
+    unsafe {
+        let (vars, count) = guc_variables();
+        (0..count).any(|i| {
+            let var = &**vars.add(i);
+            CStr::from_ptr(var.name)
+                .to_bytes()
+                .eq_ignore_ascii_case(name.to_bytes())
+                && var.source != pg_sys::GucSource::PGC_S_DEFAULT
+        })
     }
 }

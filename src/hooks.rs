@@ -42,15 +42,15 @@ unsafe extern "C-unwind" {
 }
 
 #[pg_guard]
-extern "C-unwind" fn clear_revoked_session() {
+extern "C-unwind" fn before_statement() {
     // Not in an aborted transaction block, where only ROLLBACK may run.
     if unsafe { pg_sys::IsTransactionState() } {
-        session::clear_revoked_session();
+        session::before_statement();
     }
 }
 
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
-    clear_revoked_session();
+    before_statement();
     unsafe {
         match PREV_EXECUTOR_START {
             Some(prev) => prev(query_desc, eflags),
@@ -65,7 +65,7 @@ unsafe extern "C-unwind" fn executor_run(
     count: u64,
     execute_once: bool,
 ) {
-    clear_revoked_session();
+    before_statement();
     unsafe {
         let next = PREV_EXECUTOR_RUN.unwrap_or(raw_standard_executor_run);
         next(query_desc, direction, count, execute_once)
@@ -83,7 +83,7 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    clear_revoked_session();
+    before_statement();
     unsafe {
         let next = PREV_PROCESS_UTILITY.unwrap_or(raw_standard_process_utility);
         next(

@@ -30,8 +30,16 @@ mod tests {
             Spi::get_one::<String>("SELECT auth.user_id()").unwrap(),
             None
         );
+        // auth.session() is JSON null without a session (pg_session_jwt's), auth.jwt() SQL
+        // NULL (Supabase's).
         assert_eq!(
-            Spi::get_one::<pgrx::JsonB>("SELECT auth.session()")
+            Spi::get_one::<String>("SELECT auth.session()::text")
+                .unwrap()
+                .as_deref(),
+            Some("null")
+        );
+        assert_eq!(
+            Spi::get_one::<pgrx::JsonB>("SELECT auth.jwt()")
                 .unwrap()
                 .map(|j| j.0),
             None

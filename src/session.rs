@@ -12,6 +12,7 @@ use crate::guc;
 use crate::secret_file;
 use pg_rls_auth_core::claims::{parse_uuid, value_as_text};
 use pg_rls_auth_core::keys::KeyOrigin;
+use pg_rls_auth_core::session_rules::{ReplayGuard, ReplayRule, StoredSession, TokenFingerprint};
 use pg_rls_auth_core::{verify_token, AuthError, ClaimPolicy, Claims, KeySet};
 use pgrx::pg_sys;
 use std::cell::{OnceCell, RefCell};
@@ -30,6 +31,10 @@ pub struct Config {
     max_token_bytes: usize,
     /// The secret file as it was read, to notice a replaced file at the next verification.
     secret_file: Option<secret_file::Stamp>,
+    /// Replay protection for tokens a trusted proxy's key verified.
+    replay_rule: ReplayRule,
+    /// Some key could verify a token (a configured one, or one the proxy sent).
+    has_keys: bool,
 }
 
 /// One session's claims and the answers derived from them.
@@ -57,6 +62,14 @@ fn jsonb_varlena(json: String) -> Vec<u8> {
         let len = pgrx::varsize_any(ptr);
         std::slice::from_raw_parts(ptr as *const u8, len).to_vec()
     }
+}
+
+/// JSON `null` as a jsonb varlena, built once.
+pub fn json_null() -> &'static [u8] {
+    thread_local! {
+        static NULL: &'static [u8] = Box::leak(jsonb_varlena("null".to_string()).into_boxed_slice());
+    }
+    NULL.with(|n| *n)
 }
 
 impl Session {
@@ -129,9 +142,13 @@ struct Backend {
     fallback_source: Option<(Vec<u8>, Option<Vec<u8>>)>,
     fallback: Option<Rc<Session>>,
     tokens: VecDeque<CachedToken>,
-    last_proxy_jti: Option<i64>,
+    replay: ReplayGuard,
     /// Sessions stored under an older epoch were revoked by a failed init.
     epoch: u64,
+    /// `pg_session_jwt.jwt` as last acted on (its generation), and the error its token gave,
+    /// which every claim read raises until the setting changes.
+    token_setting_generation: u64,
+    token_setting_error: Option<Raise>,
 }
 
 thread_local! {
@@ -201,19 +218,35 @@ fn load_verifier() -> Result<(KeySet, ClaimPolicy, Option<secret_file::Stamp>), 
         require_exp: guc::REQUIRE_EXP.get(),
         issuer: guc::string_value(&guc::ISSUER, "pg_rls_auth.issuer")?.map(String::from),
         audiences,
+        proxy_exp_optional: pg_session_jwt_compatible(),
     };
     Ok((keys, policy, stamp))
 }
 
+/// pg_session_jwt's rules for the proxy's tokens: trusted-proxy mode with
+/// `pg_rls_auth.trust_request_claims = on` set explicitly (not left at its default).
+fn pg_session_jwt_compatible() -> bool {
+    guc::TRUSTED_PROXY.get()
+        && guc::TRUST_REQUEST_CLAIMS.get()
+        && guc::explicitly_set(c"pg_rls_auth.trust_request_claims")
+}
+
 fn load_config(generation: u64) -> Config {
+    let compatible = pg_session_jwt_compatible();
+    let proxy_key_sent = guc::TRUSTED_PROXY.get()
+        && (guc::bytes_value(&guc::SESSION_JWK).is_some()
+            || guc::bytes_value(&guc::NEON_SESSION_JWK).is_some());
     // Whether a key is configured is decided by the settings' presence alone, before anything
     // is parsed: a key that is present but unreadable or malformed must fail closed, never
     // read as "no key" (which would trust request.jwt.claims). Trusted-proxy mode counts as
-    // configured even before the proxy sends a key, for the same reason.
-    let verified_mode = guc::bytes_value(&guc::JWKS).is_some()
+    // configured even before the proxy sends a key, for the same reason, unless the
+    // administrator asked for pg_session_jwt's behaviour, which falls back to
+    // request.jwt.claims on a connection the proxy sent no key for.
+    let static_keys = guc::bytes_value(&guc::JWKS).is_some()
         || guc::bytes_value(&guc::JWT_SECRET).is_some()
-        || guc::bytes_value(&guc::JWT_SECRET_FILE).is_some()
-        || guc::TRUSTED_PROXY.get();
+        || guc::bytes_value(&guc::JWT_SECRET_FILE).is_some();
+    let verified_mode =
+        static_keys || (guc::TRUSTED_PROXY.get() && (proxy_key_sent || !compatible));
     let (keys, policy, secret_file) = match load_verifier() {
         Ok((keys, policy, stamp)) => (Ok(keys), policy, stamp),
         Err(e) => (Err(e), ClaimPolicy::default(), None),
@@ -225,6 +258,12 @@ fn load_config(generation: u64) -> Config {
         policy,
         max_token_bytes: guc::MAX_TOKEN_BYTES.get() as usize,
         secret_file,
+        replay_rule: if compatible {
+            ReplayRule::PgSessionJwt
+        } else {
+            ReplayRule::Strict
+        },
+        has_keys: static_keys || proxy_key_sent,
     }
 }
 
@@ -241,19 +280,28 @@ fn config(backend: &mut Backend) -> Rc<Config> {
     }
 }
 
-/// Checks the configuration now: the error auth.* calls would raise, if any.
+/// Checks the configuration now: the error auth.* calls would raise, if any, or that nothing
+/// could verify a token (as pg_session_jwt's auth.init() does without a key).
 pub fn check_config() -> Result<(), Raise> {
     guc::check_startup_overrides()?;
-    BACKEND.with_borrow_mut(|b| match &config(b).keys {
-        Err(e) => Err(e.clone().into()),
-        Ok(_) => Ok(()),
+    BACKEND.with_borrow_mut(|b| {
+        let config = config(b);
+        match &config.keys {
+            Err(e) => Err(e.clone().into()),
+            Ok(_) if !config.has_keys => Err(no_key().into()),
+            Ok(_) => Ok(()),
+        }
     })
 }
 
-/// `<epoch>:<claims>` — parses the epoch prefix of a stored session.
-fn split_stored(value: &str) -> Option<(u64, &str)> {
-    let (epoch, json) = value.split_once(':')?;
-    Some((epoch.parse().ok()?, json))
+fn no_key() -> AuthError {
+    AuthError::not_configured(
+        "no key is configured: set pg_rls_auth.jwks or pg_rls_auth.jwt_secret_file",
+    )
+}
+
+fn stored() -> Option<StoredSession<'static>> {
+    guc::session_value().and_then(StoredSession::parse)
 }
 
 fn in_parallel_worker() -> bool {
@@ -263,11 +311,14 @@ fn in_parallel_worker() -> bool {
 fn verified_session(backend: &mut Backend) -> Result<Option<Rc<Session>>, Raise> {
     let generation = guc::SESSION_GENERATION.load(Ordering::Relaxed);
     if backend.verified_generation != generation {
-        backend.verified = match guc::session_value().and_then(split_stored) {
+        backend.verified = match stored() {
             // A worker trusts what its leader passed; the leader already applied revocation.
-            Some((epoch, json)) if epoch == backend.epoch || in_parallel_worker() => Some(Rc::new(
-                Session::new(Claims::from_trusted_json(json).map_err(Raise::from)?, None),
-            )),
+            Some(s) if s.epoch == backend.epoch || in_parallel_worker() => {
+                Some(Rc::new(Session::new(
+                    Claims::from_trusted_json(s.claims_json).map_err(Raise::from)?,
+                    None,
+                )))
+            }
             _ => None,
         };
         backend.verified_generation = generation;
@@ -327,7 +378,11 @@ fn fallback_session(backend: &mut Backend) -> Result<Option<Rc<Session>>, Raise>
 /// PostgREST's claims (when trusted), else none.
 pub fn current() -> Result<Option<Rc<Session>>, Raise> {
     guc::check_startup_overrides()?;
+    sync_token_setting();
     BACKEND.with_borrow_mut(|b| {
+        if let Some(e) = &b.token_setting_error {
+            return Err(e.clone());
+        }
         let config = config(b);
         if config.verified_mode {
             if let Err(e) = &config.keys {
@@ -348,9 +403,16 @@ fn audit(message: &str) {
     }
 }
 
-/// Verifies `token` and makes its claims the session (transaction-local with `local`).
+/// Verifies `token` and makes its claims the session (transaction-local with `local`). The
+/// token becomes `pg_session_jwt.jwt` too, as in pg_session_jwt, so the two never disagree.
 pub fn init(token: &str, local: bool) -> Result<(), Raise> {
     guc::check_startup_overrides()?;
+    BACKEND.with_borrow_mut(|b| b.token_setting_error = None);
+    start(token, local, true)
+}
+
+/// Verifies `token` and stores its session, or revokes the session.
+fn start(token: &str, local: bool, set_token_setting: bool) -> Result<(), Raise> {
     let outcome = BACKEND.with_borrow_mut(|b| verify_cached(b, token));
     match outcome {
         Ok(claims) => {
@@ -359,7 +421,14 @@ pub fn init(token: &str, local: bool) -> Result<(), Raise> {
                 "token verified (sub {:?})",
                 claims.subject().unwrap_or_default()
             ));
-            guc::set_session(&format!("{epoch}:{}", claims.to_json()), local);
+            let fingerprint = TokenFingerprint::of(token);
+            guc::set_session(
+                &StoredSession::format(epoch, &fingerprint, &claims.to_json()),
+                local,
+            );
+            if set_token_setting {
+                guc::set_token_setting(token, local);
+            }
             Ok(())
         }
         Err(e) => {
@@ -371,6 +440,44 @@ pub fn init(token: &str, local: bool) -> Result<(), Raise> {
             });
             Err(e)
         }
+    }
+}
+
+/// Acts on a change of `pg_session_jwt.jwt` (pg_session_jwt's way to hand a session to a
+/// background worker: `SET pg_session_jwt.jwt = '<token>'`). The token is verified before any
+/// claim is answered: the session becomes its claims, or, when it does not verify, there is
+/// none and every claim read raises its error, as a failed init would have, until the setting
+/// changes again. Empty ends the session. A session already made from this very token (a
+/// rollback brings both back together) is left alone. Only the leader acts: workers inherit.
+fn sync_token_setting() {
+    let generation = guc::TOKEN_SETTING_GENERATION.load(Ordering::Relaxed);
+    let changed = BACKEND.with_borrow_mut(|b| {
+        let changed = b.token_setting_generation != generation;
+        b.token_setting_generation = generation;
+        changed
+    });
+    if !changed || in_parallel_worker() || unsafe { pg_sys::IsInParallelMode() } {
+        return;
+    }
+    let token = match guc::string_value(&guc::NEON_SESSION_JWT, "pg_session_jwt.jwt") {
+        Ok(token) => token,
+        Err(e) => {
+            BACKEND.with_borrow_mut(|b| b.token_setting_error = Some(e.into()));
+            return;
+        }
+    };
+    BACKEND.with_borrow_mut(|b| b.token_setting_error = None);
+    let Some(token) = token else {
+        if stored().is_some() {
+            guc::set_session("", false);
+        }
+        return;
+    };
+    if stored().is_some_and(|s| s.fingerprint == TokenFingerprint::of(token).as_str()) {
+        return;
+    }
+    if let Err(e) = start(token, false, false) {
+        BACKEND.with_borrow_mut(|b| b.token_setting_error = Some(e));
     }
 }
 
@@ -386,18 +493,16 @@ fn verify_cached(b: &mut Backend, token: &str) -> Result<Claims, Raise> {
         config = self::config(b);
     }
     let keys = config.keys.as_ref().map_err(|e| Raise::from(e.clone()))?;
-    if !config.verified_mode {
-        return Err(AuthError::not_configured(
-            "no key is configured: set pg_rls_auth.jwks or pg_rls_auth.jwt_secret",
-        )
-        .into());
+    if !config.has_keys {
+        return Err(no_key().into());
     }
     let now = now_secs();
     let cached = b.tokens.iter().position(|t| t.token == token);
     let (claims, origin) = match cached {
         Some(i) => {
             let t = &b.tokens[i];
-            t.claims.check_times(&config.policy, now)?;
+            t.claims
+                .check_times(&config.policy.for_origin(t.origin), now)?;
             (t.claims.clone(), t.origin)
         }
         None => {
@@ -414,35 +519,29 @@ fn verify_cached(b: &mut Backend, token: &str) -> Result<Claims, Raise> {
         }
     };
     if origin == KeyOrigin::TrustedProxy {
-        let jti = claims.jti_integer().ok_or_else(|| {
-            AuthError::invalid_token("tokens verified by the proxy's key need an integer jti claim")
-        })?;
-        if b.last_proxy_jti.is_some_and(|last| jti <= last) {
-            return Err(AuthError::invalid_token(
-                "the token's jti is not greater than the previous one's (replayed token)",
-            )
-            .into());
-        }
-        b.last_proxy_jti = Some(jti);
+        b.replay
+            .admit(config.replay_rule, token, claims.jti_integer())?;
     }
     Ok(claims)
 }
 
-/// Ends the session (transactionally, like SET).
+/// Ends the session (transactionally, like SET), and the token setting with it.
 pub fn end() {
     guc::set_session("", false);
+    guc::set_token_setting("", false);
 }
 
-/// Before a query starts (and before it can enter parallel mode), a session revoked by a
-/// failed init is cleared in the setting too, so parallel workers never receive it.
-pub fn clear_revoked_session() {
-    let stale = BACKEND.with_borrow(|b| {
-        b.epoch > 1
-            && guc::session_value()
-                .and_then(split_stored)
-                .is_some_and(|(e, _)| e != b.epoch)
-    });
-    if stale && !in_parallel_worker() && unsafe { !pg_sys::IsInParallelMode() } {
+/// Before a statement starts, runs or launches parallel workers: acts on a changed
+/// `pg_session_jwt.jwt`, and clears a session revoked by a failed init from the setting, so
+/// parallel workers never receive it.
+pub fn before_statement() {
+    if in_parallel_worker() || unsafe { pg_sys::IsInParallelMode() } {
+        return;
+    }
+    sync_token_setting();
+    let stale =
+        BACKEND.with_borrow(|b| b.epoch > 1 && stored().is_some_and(|s| s.epoch != b.epoch));
+    if stale {
         guc::set_session("", false);
     }
 }

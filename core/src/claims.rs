@@ -12,6 +12,9 @@ pub struct ClaimPolicy {
     pub issuer: Option<String>,
     /// Accepted audiences; empty means `aud` is not checked.
     pub audiences: Vec<String>,
+    /// Tokens a trusted proxy's key verified need no `exp` (pg_session_jwt's rule; it is
+    /// still checked when present).
+    pub proxy_exp_optional: bool,
 }
 
 impl Default for ClaimPolicy {
@@ -21,6 +24,22 @@ impl Default for ClaimPolicy {
             require_exp: true,
             issuer: None,
             audiences: Vec::new(),
+            proxy_exp_optional: false,
+        }
+    }
+}
+
+impl ClaimPolicy {
+    /// The policy for a token verified by a key of `origin`.
+    pub fn for_origin(&self, origin: crate::keys::KeyOrigin) -> std::borrow::Cow<'_, ClaimPolicy> {
+        use std::borrow::Cow;
+        if origin == crate::keys::KeyOrigin::TrustedProxy && self.proxy_exp_optional {
+            Cow::Owned(ClaimPolicy {
+                require_exp: false,
+                ..self.clone()
+            })
+        } else {
+            Cow::Borrowed(self)
         }
     }
 }

@@ -92,7 +92,7 @@ pub fn verify_token(
         ));
     }
     let claims = Claims::from_payload(&decode_part(payload_b64, "payload")?)?;
-    claims.check(policy, now)?;
+    claims.check(&policy.for_origin(key.origin), now)?;
     Ok(VerifiedToken {
         claims,
         key_origin: key.origin,

@@ -237,6 +237,7 @@ fn issuer_audience_leeway_and_size_policies() {
         require_exp: true,
         issuer: Some("https://auth.example".into()),
         audiences: vec!["api".into()],
+        ..ClaimPolicy::default()
     };
     let ok =
         json!({"sub":"a","exp": NOW as i64 + 10, "iss":"https://auth.example","aud":["web","api"]});
@@ -250,4 +251,96 @@ fn issuer_audience_leeway_and_size_policies() {
     assert!(err.message.contains("aud"));
     let err = verify_token(&token, &keys, &policy, 100, NOW).unwrap_err();
     assert!(err.message.contains("max_token_bytes"));
+}
+
+/// A token with exactly this header, signed by an EdDSA private JWK.
+fn with_header(private: &Value, header: Value) -> String {
+    use ed25519_dalek::Signer;
+    let d = URL_SAFE_NO_PAD
+        .decode(private["d"].as_str().unwrap())
+        .unwrap();
+    let key = ed25519_dalek::SigningKey::from_bytes(&d.try_into().unwrap());
+    let input = format!(
+        "{}.{}",
+        URL_SAFE_NO_PAD.encode(header.to_string()),
+        URL_SAFE_NO_PAD.encode(claims().to_string())
+    );
+    format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(key.sign(input.as_bytes()).to_bytes())
+    )
+}
+
+#[test]
+fn a_proxy_key_ignores_kid_and_implies_alg_while_configured_keys_stay_strict() {
+    let proxy = generate_jwk("EdDSA").unwrap();
+    let configured = generate_jwk("ES256").unwrap();
+    let mut keys = keyset_for(&configured);
+    let mut bare = public_jwk(&proxy).unwrap();
+    for member in ["kid", "alg", "use"] {
+        bare.as_object_mut().unwrap().remove(member);
+    }
+    keys.add_jwks(&bare.to_string(), KeyOrigin::TrustedProxy, "proxy")
+        .unwrap();
+    for header in [
+        json!({"kid": 1}),
+        json!({"kid": 1.5, "alg": "EdDSA"}),
+        json!({"kid": "unknown"}),
+        json!({"kid": [1]}),
+        json!({}),
+    ] {
+        let verified = verify(&with_header(&proxy, header.clone()), &keys)
+            .unwrap_or_else(|e| panic!("{header}: {}", e.message));
+        assert_eq!(verified.key_origin, KeyOrigin::TrustedProxy, "{header}");
+    }
+    // An alg that contradicts the proxy's key is refused; one that fits another key goes to it.
+    for header in [json!({"kid": 1, "alg": "ES384"}), json!({"alg": "PS256"})] {
+        let err = verify(&with_header(&proxy, header.clone()), &keys).unwrap_err();
+        assert_eq!(err.kind, ErrorKind::InvalidToken, "{header}");
+    }
+    let strict = sign_jwt(&claims(), &configured.to_string(), None).unwrap();
+    assert_eq!(
+        verify(&strict, &keys).unwrap().key_origin,
+        KeyOrigin::Configured
+    );
+    // Without the proxy's key, the same headers are refused.
+    let keys = keyset_for(&generate_jwk("EdDSA").unwrap());
+    for (header, message) in [
+        (json!({"kid": 1, "alg": "EdDSA"}), "kid must be a string"),
+        (json!({"kid": 1}), "has no alg"),
+        (json!({}), "has no alg"),
+    ] {
+        let err = verify(&with_header(&proxy, header.clone()), &keys).unwrap_err();
+        assert!(err.message.contains(message), "{header}: {}", err.message);
+    }
+}
+
+#[test]
+fn oversized_keys_are_refused_before_any_arithmetic() {
+    let b64 = |bytes: usize| URL_SAFE_NO_PAD.encode(vec![0xabu8; bytes]);
+    let jwk = |n: usize, e: usize| json!({"kty": "RSA", "n": b64(n), "e": b64(e)}).to_string();
+    for (n, e, message) in [(513, 3, "over 4096 bits"), (256, 9, "over 64 bits")] {
+        let err = KeySet::new()
+            .add_jwks(&jwk(n, e), KeyOrigin::Configured, "t")
+            .unwrap_err();
+        assert!(err.message.contains(message), "{}", err.message);
+    }
+    let huge = format!("{{\"keys\":[],\"x\":\"{}\"}}", "a".repeat(2 << 20));
+    let err = KeySet::new()
+        .add_jwks(&huge, KeyOrigin::Configured, "t")
+        .unwrap_err();
+    assert!(err.message.contains("bytes; at most"), "{}", err.message);
+    // Signing: the key text, the modulus and each private part are bounded.
+    let private = |n: usize, p: usize| {
+        json!({"kty": "RSA", "n": b64(n), "e": "AQAB", "d": b64(n), "p": b64(p), "q": b64(p)})
+            .to_string()
+    };
+    for (key, message) in [
+        ("x".repeat(70_000), "at most 65536"),
+        (private(600, 100), "over 4096 bits"),
+        (private(256, 300), "longer than its modulus"),
+    ] {
+        let err = sign_jwt(&claims(), &key, Some("RS256")).unwrap_err();
+        assert!(err.message.contains(message), "{}", err.message);
+    }
 }
