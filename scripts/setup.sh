@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Idempotent machine set-up: Debian packages, cargo-pgrx =0.18.1, `cargo pgrx init` against
-# Debian's PostgreSQL 15. A warm machine skips every step in seconds.
+# Idempotent machine set-up: Debian packages, cargo-pgrx =0.18.1, PostgreSQL 17 and 18 built
+# from Debian's source packages (scripts/postgres.sh; only the versions in
+# PG_RLS_AUTH_VERSIONS), and `cargo pgrx init` against them and Debian's 15. A warm machine
+# skips every step in seconds.
 set -euo pipefail
 
 PGRX_VERSION=0.18.1
@@ -43,11 +45,26 @@ else
   log "PyJWT present"
 fi
 
+# PostgreSQL 17 and 18 from Debian's source packages (a warm machine has them already).
+read -r -a versions <<<"${PG_RLS_AUTH_VERSIONS:-15 17 18}"
+source "$(dirname "$0")/versions.sh"
+others=()
+for v in "${versions[@]}"; do [[ $v == 15 ]] || others+=("$v"); done
+if ((${#others[@]})); then
+  bash "$(dirname "$0")/postgres.sh" "${others[@]}"
+fi
+
 PGRX_HOME="${PGRX_HOME:-$HOME/.pgrx}"
-if ! grep -qs "pg15 = \"$PG_CONFIG\"" "$PGRX_HOME/config.toml"; then
-  log "cargo pgrx init --pg15 $PG_CONFIG"
-  cargo pgrx init --pg15 "$PG_CONFIG"
+init_args=()
+missing_init=0
+for v in 15 "${others[@]}"; do
+  init_args+=("--pg$v" "$(pg_config_of "$v")")
+  grep -qs "pg$v = \"$(pg_config_of "$v")\"" "$PGRX_HOME/config.toml" || missing_init=1
+done
+if ((missing_init)); then
+  log "cargo pgrx init ${init_args[*]}"
+  cargo pgrx init "${init_args[@]}"
 else
-  log "pgrx already initialised for $PG_CONFIG"
+  log "pgrx already initialised for PostgreSQL 15 ${others[*]}"
 fi
 log "done"

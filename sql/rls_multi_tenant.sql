@@ -20,7 +20,7 @@ SELECT r.rolname AS granted, m.rolname AS to_role FROM pg_auth_members am
 -- Every table: RLS enabled and forced.
 SELECT c.oid::regclass AS "table", c.relrowsecurity, c.relforcerowsecurity FROM pg_class c
  WHERE c.oid IN ('public.documents'::regclass, 'cloud.workspaces'::regclass, 'cloud.workspace_members'::regclass)
- ORDER BY 1::text;
+ ORDER BY c.oid::regclass::text;
 SELECT tablename, policyname, cmd, roles FROM pg_policies
  WHERE (schemaname, tablename) IN (('public', 'documents'), ('cloud', 'workspaces'), ('cloud', 'workspace_members'))
  ORDER BY 1, 2;
@@ -37,7 +37,7 @@ SELECT pc.rel::regclass AS "table", a.attname AS policy_column,
        (SELECT string_agg(i.indexrelid::regclass::text, ', ') FROM pg_index i
          WHERE i.indrelid = pc.rel AND i.indkey[0] = pc.attnum) AS leading_index
   FROM policy_columns pc JOIN pg_attribute a ON a.attrelid = pc.rel AND a.attnum = pc.attnum
- ORDER BY 1::text, 2;
+ ORDER BY pc.rel::regclass::text, 2;
 -- The grants: what each role may do before any policy is asked.
 SELECT grantee, table_schema || '.' || table_name AS "table", string_agg(privilege_type, ', ' ORDER BY privilege_type) AS privileges
   FROM information_schema.role_table_grants

@@ -23,6 +23,7 @@ pub const INVALID_AUTHORIZATION: [u8; 5] = *b"28000";
 pub const INVALID_PARAMETER_VALUE: [u8; 5] = *b"22023";
 pub const OBJECT_NOT_IN_PREREQUISITE_STATE: [u8; 5] = *b"55000";
 pub const INSUFFICIENT_PRIVILEGE: [u8; 5] = *b"42501";
+pub const READ_ONLY_SQL_TRANSACTION: [u8; 5] = *b"25006";
 /// PostgREST maps SQLSTATE `PTxyz` to HTTP status xyz.
 pub const TOO_MANY_REQUESTS: [u8; 5] = *b"PT429";
 

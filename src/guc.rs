@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
 
 use crate::errors::{Raise, INSUFFICIENT_PRIVILEGE};
+use crate::pg_versions::{self, guc_variables};
 use pg_rls_auth_core::AuthError;
 
 pub static JWKS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -177,92 +178,17 @@ pub fn string_value(
         .transpose()
 }
 
-// Called on the per-row path of the fallback, so directly rather than through pgrx's guarded
-// wrappers (a longjmp catch per call): neither can raise.
-unsafe extern "C-unwind" {
-    #[link_name = "get_guc_variables"]
-    #[cfg(feature = "pg15")]
-    fn raw_get_guc_variables() -> *mut *mut pg_sys::config_generic;
-    #[link_name = "GetNumConfigOptions"]
-    #[cfg(feature = "pg15")]
-    fn raw_get_num_config_options() -> std::ffi::c_int;
-    #[link_name = "get_guc_variables"]
-    #[cfg(not(feature = "pg15"))]
-    fn raw_get_guc_variables(num_vars: *mut std::ffi::c_int) -> *mut *mut pg_sys::config_generic;
-}
-
-/// Every setting's record, as PostgreSQL lists them.
-#[cfg(feature = "pg15")]
-unsafe fn guc_variables() -> (*mut *mut pg_sys::config_generic, usize) {
-    unsafe {
-        (
-            raw_get_guc_variables(),
-            raw_get_num_config_options() as usize,
-        )
-    }
-}
-
-/// Every setting's record, as PostgreSQL lists them (16 and later return the count too).
-#[cfg(not(feature = "pg15"))]
-unsafe fn guc_variables() -> (*mut *mut pg_sys::config_generic, usize) {
-    let mut count = 0;
-    let vars = unsafe { raw_get_guc_variables(&mut count) };
-    (vars, count as usize)
-}
-
 /// A string setting this extension does not define (PostgREST's `request.jwt.claims`), read on
-/// the hot path without PostgreSQL's lookup by name: its record is found once, then confirmed
-/// per call by its slot in the settings array and its name pointer (both change if the array
-/// is re-sorted or the record replaced).
+/// the per-row path of the fallback. How it is found depends on the PostgreSQL version (see
+/// `pg_versions`).
 #[derive(Default)]
-pub struct ForeignSetting {
-    found: std::cell::Cell<Option<(usize, *mut pg_sys::config_generic, *const c_char)>>,
-    /// How many settings existed when it was last found absent: until that changes, it still is
-    /// (setting it the first time adds a placeholder).
-    absent_at: std::cell::Cell<Option<usize>>,
-}
+pub struct ForeignSetting(pg_versions::SettingLookup);
 
 impl ForeignSetting {
-    fn is(var: *mut pg_sys::config_generic, name: &CStr) -> bool {
-        let var = unsafe { &*var };
-        var.vartype == pg_sys::config_type::PGC_STRING
-            && unsafe { CStr::from_ptr(var.name) }
-                .to_bytes()
-                .eq_ignore_ascii_case(name.to_bytes())
-    }
-
     /// The current value of setting `name` (always the same for one instance) as bytes; empty
     /// and unset are both None.
     pub fn value(&self, name: &CStr) -> Option<&'static [u8]> {
-        let var = unsafe {
-            let (vars, count) = guc_variables();
-            match self.found.get() {
-                Some((i, var, var_name))
-                    if i < count && *vars.add(i) == var && (*var).name == var_name =>
-                {
-                    var
-                }
-                _ => {
-                    if self.absent_at.get() == Some(count) {
-                        return None;
-                    }
-                    // The record, whatever its value: a placeholder made by RESET has none yet,
-                    // and a later SET fills that same record in.
-                    let Some(i) = (0..count).find(|&i| Self::is(*vars.add(i), name)) else {
-                        self.absent_at.set(Some(count));
-                        return None;
-                    };
-                    let var = *vars.add(i);
-                    self.found.set(Some((i, var, (*var).name)));
-                    var
-                }
-            }
-        };
-        let ptr = unsafe { *(*var.cast::<pg_sys::config_string>()).variable };
-        if ptr.is_null() {
-            return None;
-        }
-        let bytes = unsafe { CStr::from_ptr(ptr) }.to_bytes();
+        let bytes = self.0.string_value(name)?;
         (!bytes.is_empty()).then_some(bytes)
     }
 }

@@ -15,19 +15,11 @@ use pgrx::prelude::*;
 use std::ffi::c_char;
 
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
-static mut PREV_EXECUTOR_RUN: pg_sys::ExecutorRun_hook_type = None;
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
 unsafe extern "C-unwind" {
     #[link_name = "standard_ExecutorStart"]
     fn raw_standard_executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32);
-    #[link_name = "standard_ExecutorRun"]
-    fn raw_standard_executor_run(
-        query_desc: *mut pg_sys::QueryDesc,
-        direction: pg_sys::ScanDirection::Type,
-        count: u64,
-        execute_once: bool,
-    );
     #[link_name = "standard_ProcessUtility"]
     fn raw_standard_process_utility(
         pstmt: *mut pg_sys::PlannedStmt,
@@ -42,7 +34,7 @@ unsafe extern "C-unwind" {
 }
 
 #[pg_guard]
-extern "C-unwind" fn before_statement() {
+extern "C-unwind" fn guarded_before_statement() {
     // Not in an aborted transaction block, where only ROLLBACK may run.
     if unsafe { pg_sys::IsTransactionState() } {
         session::before_statement();
@@ -50,25 +42,12 @@ extern "C-unwind" fn before_statement() {
 }
 
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
-    before_statement();
+    guarded_before_statement();
     unsafe {
         match PREV_EXECUTOR_START {
             Some(prev) => prev(query_desc, eflags),
             None => raw_standard_executor_start(query_desc, eflags),
         }
-    }
-}
-
-unsafe extern "C-unwind" fn executor_run(
-    query_desc: *mut pg_sys::QueryDesc,
-    direction: pg_sys::ScanDirection::Type,
-    count: u64,
-    execute_once: bool,
-) {
-    before_statement();
-    unsafe {
-        let next = PREV_EXECUTOR_RUN.unwrap_or(raw_standard_executor_run);
-        next(query_desc, direction, count, execute_once)
     }
 }
 
@@ -83,7 +62,7 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    before_statement();
+    guarded_before_statement();
     unsafe {
         let next = PREV_PROCESS_UTILITY.unwrap_or(raw_standard_process_utility);
         next(
@@ -99,12 +78,16 @@ unsafe extern "C-unwind" fn process_utility(
     }
 }
 
+/// Runs before every executor start and run and every utility statement.
+fn before_statement() {
+    guarded_before_statement();
+}
+
 pub fn init() {
+    crate::pg_versions::executor_run::install(before_statement);
     unsafe {
         PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
         pg_sys::ExecutorStart_hook = Some(executor_start);
-        PREV_EXECUTOR_RUN = pg_sys::ExecutorRun_hook;
-        pg_sys::ExecutorRun_hook = Some(executor_run);
         PREV_PROCESS_UTILITY = pg_sys::ProcessUtility_hook;
         pg_sys::ProcessUtility_hook = Some(process_utility);
     }

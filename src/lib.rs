@@ -10,6 +10,7 @@ mod errors;
 mod fmgr;
 mod guc;
 mod hooks;
+mod pg_versions;
 mod rate_limit;
 mod secret_file;
 mod session;

@@ -1,4 +1,4 @@
-//! Integration-test harness: a throwaway PostgreSQL 15 cluster with pg_rls_auth installed,
+//! Integration-test harness: a throwaway PostgreSQL cluster (15 unless `PG_BIN` names another) with pg_rls_auth installed,
 //! reached through a real client (the `postgres` crate) over a Unix socket, and tokens minted
 //! with the core's token kit.
 //!
@@ -16,8 +16,46 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use postgres;
 pub use serde_json;
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 static NEXT_CLUSTER: AtomicU16 = AtomicU16::new(0);
+
+/// The PostgreSQL under test: `PG_BIN` (the test command sets it per version), else Debian's 15.
+pub fn pg_bin() -> &'static str {
+    static BIN: OnceLock<String> = OnceLock::new();
+    BIN.get_or_init(|| {
+        std::env::var("PG_BIN").unwrap_or_else(|_| "/usr/lib/postgresql/15/bin".to_string())
+    })
+}
+
+/// The major version of the PostgreSQL under test.
+pub fn pg_major() -> u32 {
+    static MAJOR: OnceLock<u32> = OnceLock::new();
+    *MAJOR.get_or_init(|| {
+        let out = Command::new(format!("{}/pg_config", pg_bin()))
+            .arg("--version")
+            .output()
+            .expect("run pg_config");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.split('.').next())
+            .and_then(|m| m.parse().ok())
+            .unwrap_or_else(|| panic!("pg_config --version said {text:?}"))
+    })
+}
+
+/// Settings that make the next parallel-safe query run in a parallel worker (the forcing
+/// setting was renamed in PostgreSQL 16).
+pub fn force_parallel_sql() -> String {
+    let force = if pg_major() >= 16 {
+        "debug_parallel_query"
+    } else {
+        "force_parallel_mode"
+    };
+    format!(
+        "SET {force} = on; SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0; \
+         SET max_parallel_workers_per_gather = 2; SET min_parallel_table_scan_size = 0"
+    )
+}
 
 /// A running cluster; dropping it stops the server and removes its directory.
 pub struct Cluster {
@@ -38,7 +76,7 @@ fn is_root() -> bool {
 
 /// A PostgreSQL program, run as the postgres user when we are root.
 fn pg_command(program: &str) -> Command {
-    let path = format!("{PG_BIN}/{program}");
+    let path = format!("{}/{program}", pg_bin());
     if is_root() {
         let mut c = Command::new("runuser");
         c.args(["-u", "postgres", "--", &path]);
@@ -73,7 +111,8 @@ impl Cluster {
         Self::start_with(false, extra_conf)
     }
 
-    fn start_with(preload: bool, extra_conf: &[&str]) -> Cluster {
+    /// A new, empty cluster directory (owned by the server's user) and a port of its own.
+    fn allocate() -> Cluster {
         let n = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         // Distinct per process and per cluster, so parallel test binaries never clash.
@@ -89,7 +128,81 @@ impl Cluster {
                 .expect("run chown");
             assert!(status.success(), "chown postgres {}", dir.display());
         }
-        let cluster = Cluster { dir, port };
+        Cluster { dir, port }
+    }
+
+    /// Appends lines to the cluster's postgresql.conf (later lines win).
+    fn append_conf(&self, lines: &str) {
+        let conf_path = Path::new(&self.data_dir()).join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf_path).expect("read postgresql.conf");
+        text.push_str(lines);
+        std::fs::write(&conf_path, text).expect("write postgresql.conf");
+    }
+
+    /// Starts a streaming hot standby of this cluster (`pg_basebackup -R`), on a socket and
+    /// port of its own, with `extra_conf` lines; it shares this cluster's settings otherwise.
+    pub fn start_standby(&self, extra_conf: &[&str]) -> Cluster {
+        let standby = Cluster::allocate();
+        let data = standby.data_dir();
+        run_pg(
+            "pg_basebackup",
+            &[
+                "-D",
+                &data,
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "-h",
+                self.dir.to_str().expect("UTF-8 path"),
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+            ],
+        );
+        let mut conf = format!(
+            "\nunix_socket_directories = '{}'\nport = {}\nhot_standby = on\n",
+            standby.dir.display(),
+            standby.port
+        );
+        for line in extra_conf {
+            conf.push_str(line);
+            conf.push('\n');
+        }
+        standby.append_conf(&conf);
+        standby.pg_ctl(&["-w", "-t", "60", "start"]);
+        standby
+    }
+
+    /// Waits until the standby has replayed everything `primary` has written so far.
+    pub fn wait_for_replay(&self, primary: &Cluster) {
+        let lsn: String = primary
+            .superuser("postgres")
+            .query_one("SELECT pg_current_wal_lsn()::text", &[])
+            .expect("read the primary's WAL position")
+            .get(0);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let caught_up: bool = self
+                .superuser("postgres")
+                .query_one(
+                    "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                    &[&lsn],
+                )
+                .expect("read the standby's replay position")
+                .get(0);
+            if caught_up {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the standby did not catch up");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn start_with(preload: bool, extra_conf: &[&str]) -> Cluster {
+        let cluster = Cluster::allocate();
         let data = cluster.data_dir();
         run_pg(
             "initdb",
@@ -107,8 +220,9 @@ impl Cluster {
             ],
         );
         let mut conf = format!(
-            "\nlisten_addresses = ''\nunix_socket_directories = '{}'\nport = {port}\nfsync = off\n",
-            cluster.dir.display()
+            "\nlisten_addresses = ''\nunix_socket_directories = '{}'\nport = {}\nfsync = off\n",
+            cluster.dir.display(),
+            cluster.port
         );
         if preload {
             conf.push_str("shared_preload_libraries = 'pg_rls_auth'\n");
@@ -117,10 +231,7 @@ impl Cluster {
             conf.push_str(line);
             conf.push('\n');
         }
-        let conf_path = Path::new(&data).join("postgresql.conf");
-        let mut text = std::fs::read_to_string(&conf_path).expect("read postgresql.conf");
-        text.push_str(&conf);
-        std::fs::write(&conf_path, text).expect("write postgresql.conf");
+        cluster.append_conf(&conf);
         cluster.pg_ctl(&["-w", "-t", "60", "start"]);
         cluster
     }

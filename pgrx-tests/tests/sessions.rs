@@ -92,11 +92,6 @@ fn session_and_local_init_across_transactions() {
     }
 }
 
-/// Settings that make the next parallel-safe query run in a parallel worker.
-const FORCE_PARALLEL: &str = "SET force_parallel_mode = on; SET parallel_setup_cost = 0; \
-    SET parallel_tuple_cost = 0; SET max_parallel_workers_per_gather = 2; \
-    SET min_parallel_table_scan_size = 0";
-
 /// `auth.user_id()` as a parallel worker sees it, checking that a worker really ran the query.
 fn user_id_in_worker(c: &mut Client) -> Option<String> {
     let leader: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
@@ -121,7 +116,7 @@ fn failed_init_leaves_no_session_also_in_parallel_workers() {
          AS 'SELECT pg_backend_pid()'",
     );
     let mut c = cluster.connect("alice", "app", "");
-    c.batch_execute(FORCE_PARALLEL).unwrap();
+    c.batch_execute(&force_parallel_sql()).unwrap();
     init(&mut c, &key.token_for("bob"), false).unwrap();
     // Workers receive the session.
     assert_eq!(user_id_in_worker(&mut c).as_deref(), Some("bob"));

@@ -403,10 +403,10 @@ fn parallel_workers_see_the_session_the_leader_sees_when_a_portal_runs() {
     let mut c = cluster.connect("alice", "app", "");
     c.batch_execute(
         "CREATE FUNCTION pg_temp.try_init(t text) RETURNS void LANGUAGE plpgsql AS
-             $$BEGIN PERFORM auth.jwt_session_init(t); EXCEPTION WHEN others THEN NULL; END$$;
-         SET force_parallel_mode = on; SET parallel_setup_cost = 0; SET parallel_tuple_cost = 0;",
+             $$BEGIN PERFORM auth.jwt_session_init(t); EXCEPTION WHEN others THEN NULL; END$$",
     )
     .unwrap();
+    c.batch_execute(&force_parallel_sql()).unwrap();
     let alice = key.token_for("alice");
     let bob = key.token_for("bob");
     // (what happens between the portal's start and its run, who the run must answer as)

@@ -5,7 +5,8 @@ mod memory_store;
 mod table_store;
 
 use crate::errors::{
-    OrReport, Raise, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE, TOO_MANY_REQUESTS,
+    OrReport, Raise, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE,
+    READ_ONLY_SQL_TRANSACTION, TOO_MANY_REQUESTS,
 };
 use crate::fmgr::{arg, text_arg};
 use crate::guc::{self, RateLimitAction, RateLimitStore};
@@ -38,15 +39,26 @@ impl Store {
 }
 
 fn store() -> Result<Store, Raise> {
-    match (guc::RATE_LIMIT_STORE.get(), memory_store::available()) {
-        (RateLimitStore::Auto, true) | (RateLimitStore::Memory, true) => Ok(Store::Memory),
-        (RateLimitStore::Auto, false) | (RateLimitStore::Table, _) => Ok(Store::Table),
-        (RateLimitStore::Memory, false) => Err(Raise::new(
-            OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "pg_rls_auth.rate_limit_store = memory needs pg_rls_auth in shared_preload_libraries",
+    let store = match (guc::RATE_LIMIT_STORE.get(), memory_store::available()) {
+        (RateLimitStore::Auto, true) | (RateLimitStore::Memory, true) => Store::Memory,
+        (RateLimitStore::Auto, false) | (RateLimitStore::Table, _) => Store::Table,
+        (RateLimitStore::Memory, false) => {
+            return Err(Raise::new(
+                OBJECT_NOT_IN_PREREQUISITE_STATE,
+                "pg_rls_auth.rate_limit_store = memory needs pg_rls_auth in shared_preload_libraries",
+            )
+            .hint("Add it and restart, or use the table store."))
+        }
+    };
+    // A hot standby cannot write the table; `auto` picks memory there whenever preloaded.
+    if store == Store::Table && unsafe { pg_sys::RecoveryInProgress() } {
+        return Err(Raise::new(
+            READ_ONLY_SQL_TRANSACTION,
+            "pg_rls_auth: the table store cannot be used on a hot standby",
         )
-        .hint("Add it and restart, or use the table store.")),
+        .hint("Preload the library on the standby (shared_preload_libraries = 'pg_rls_auth') so that its memory store is used there."));
     }
+    Ok(store)
 }
 
 /// Wall-clock time from the coarse clock: a few milliseconds' resolution is plenty for limits
