@@ -49,6 +49,11 @@ install_extension() {
 
 layer "cargo fmt --check" cargo fmt --all --check
 layer "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
+if [[ " ${versions[*]} " == *" 18 "* ]]; then
+  # The code only PostgreSQL 16 and later compile (src/pg_versions.rs).
+  layer "cargo clippy (PostgreSQL 18)" \
+    cargo clippy -p pg_rls_auth --no-default-features --features pg18 -- -D warnings
+fi
 layer "core unit and property tests (cargo test)" cargo test -p pg_rls_auth_core
 for major in "${versions[@]}"; do
   bin=$(dirname "$(pg_config_of "$major")")

@@ -10,6 +10,9 @@ use pgrx::pg_sys;
 
 type Answer = Result<Option<pg_sys::Datum>, Raise>;
 
+/// # Safety
+/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
+/// thread; `fcinfo` is not read.
 unsafe fn user_id(_: pg_sys::FunctionCallInfo) -> Answer {
     Ok(session::current()?.and_then(|s| s.user_id.as_deref().map(text_datum)))
 }
@@ -20,7 +23,13 @@ v1_function!(
     hide_statement = false
 );
 
+/// # Safety
+/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
+/// thread, with a valid `fcinfo` for `auth.claim(path text)`.
 unsafe fn claim(fcinfo: pg_sys::FunctionCallInfo) -> Answer {
+    // SAFETY: valid `fcinfo` whose argument 0 is text (caller's obligation, per the SQL
+    // declaration below); the &str is used only during this call. Conversion errors are
+    // panics for the guard.
     match unsafe { arg::<&str>(fcinfo, 0) } {
         Some(path) => claim_path(path),
         None => Ok(None),
@@ -34,6 +43,10 @@ v1_function!(
 );
 
 /// pg_session_jwt's auth.session(): JSON `null` (not SQL NULL) without a session.
+///
+/// # Safety
+/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
+/// thread; `fcinfo` is not read.
 unsafe fn session_jsonb(_: pg_sys::FunctionCallInfo) -> Answer {
     Ok(Some(match session::current()? {
         Some(s) => varlena_datum(s.jsonb_bytes()),
@@ -48,6 +61,10 @@ v1_function!(
 );
 
 /// Supabase's auth.jwt(): SQL NULL without a session.
+///
+/// # Safety
+/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
+/// thread; `fcinfo` is not read.
 unsafe fn jwt_jsonb(_: pg_sys::FunctionCallInfo) -> Answer {
     Ok(session::current()?.map(|s| varlena_datum(s.jsonb_bytes())))
 }
@@ -60,16 +77,24 @@ v1_function!(
 
 /// A top-level claim as text (auth.role(), auth.email(), auth.organization_id() use paths).
 fn claim_path(path: &str) -> Answer {
+    // Note: `text_datum`'s raw palloc can longjmp (out of memory) while the claim String `v`
+    // is live; it would leak (see `fmgr`).
     Ok(session::current()?
         .and_then(|s| s.claim_text(path))
         .map(|v| text_datum(&v)))
 }
 
+/// # Safety
+/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
+/// thread; `fcinfo` is not read.
 unsafe fn role(_: pg_sys::FunctionCallInfo) -> Answer {
     claim_path("role")
 }
 v1_function!(auth_role, pg_finfo_auth_role, role, hide_statement = false);
 
+/// # Safety
+/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
+/// thread; `fcinfo` is not read.
 unsafe fn email(_: pg_sys::FunctionCallInfo) -> Answer {
     claim_path("email")
 }
@@ -85,11 +110,17 @@ fn uuid_datum(bytes: [u8; 16]) -> pg_sys::Datum {
     varlena_datum(&bytes)
 }
 
+/// # Safety
+/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
+/// thread; `fcinfo` is not read.
 unsafe fn uid(_: pg_sys::FunctionCallInfo) -> Answer {
     Ok(session::current()?.and_then(|s| s.uid.map(uuid_datum)))
 }
 v1_function!(auth_uid, pg_finfo_auth_uid, uid, hide_statement = false);
 
+/// # Safety
+/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
+/// thread; `fcinfo` is not read.
 unsafe fn organization(_: pg_sys::FunctionCallInfo) -> Answer {
     Ok(session::current()?.and_then(|s| s.organization_jsonb().map(varlena_datum)))
 }
@@ -100,6 +131,9 @@ v1_function!(
     hide_statement = false
 );
 
+/// # Safety
+/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
+/// thread; `fcinfo` is not read.
 unsafe fn organization_id(_: pg_sys::FunctionCallInfo) -> Answer {
     Ok(session::current()?.and_then(|s| s.organization_id.map(uuid_datum)))
 }

@@ -81,6 +81,12 @@ fn make_sqlstate(code: [u8; 5]) -> c_int {
 /// A palloc'd C string: freed by PostgreSQL with the memory context, even after a longjmp.
 fn pstr(s: &str) -> *const c_char {
     let bytes: Vec<u8> = s.bytes().map(|b| if b == 0 { b'?' } else { b }).collect();
+    // SAFETY: main thread (the only one this extension runs on). pg_sys::palloc is pgrx's
+    // guarded wrapper: it returns a writable, MAXALIGNed block of `len + 1` bytes in
+    // CurrentMemoryContext, or raises ERROR (out of memory), which the wrapper turns into a
+    // Rust panic that unwinds and drops `bytes`. The copy writes `len` bytes and the NUL goes
+    // in the last byte: in bounds, and `bytes` (Rust heap) cannot overlap the new block.
+    // That panic needs a catch_unwind above it; in `raise` there is none (see there).
     unsafe {
         let p = pg_sys::palloc(bytes.len() + 1) as *mut u8;
         std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
@@ -93,7 +99,8 @@ fn pstr(s: &str) -> *const c_char {
 ///
 /// # Safety
 /// Must run on the backend's main thread, outside any pgrx guard (errfinish longjmps straight
-/// to PostgreSQL's handler).
+/// to PostgreSQL's handler), and every frame between this call and that handler must hold
+/// nothing that needs dropping (plain old frames): they are skipped, not unwound.
 pub unsafe fn raise(r: Raise, hide_statement: bool) -> ! {
     let code = make_sqlstate(r.sqlstate);
     let message = pstr(&r.message);
@@ -102,6 +109,19 @@ pub unsafe fn raise(r: Raise, hide_statement: bool) -> ! {
     let file = pstr(r.location.file());
     let line = r.location.line() as c_int;
     drop(r);
+    // SAFETY: this is elog.h's ereport(ERROR, ...) sequence, on the main thread (caller's
+    // obligation). Every string is NUL-terminated (palloc'd by `pstr`, or a C literal) and
+    // goes through a "%s" format, so no message text is read as a format. errstart(ERROR)
+    // returns true; errhidestmt/errhidecontext (guarded wrappers) only set fields of the
+    // error being built and cannot raise. errfinish then longjmps to PostgreSQL's handler and
+    // never returns (an ERROR inside errcode/errmsg would longjmp the same way). That skips
+    // this frame, which holds only raw pointers and integers (`r` was dropped above), and the
+    // caller's frames, which hold only Copy values (caller's obligation: `fmgr::call` and the
+    // v1 entry point).
+    // Not sound as it stands: the four `pstr` calls above use the guarded palloc outside any
+    // pgrx guard, so an out-of-memory ERROR there becomes a Rust panic that no catch_unwind
+    // stops; it would unwind out of the `extern "C-unwind"` entry point into PostgreSQL's C
+    // frames, which cannot be unwound (undefined behaviour; in practice the backend aborts).
     unsafe {
         if errstart(pgrx::PgLogLevel::ERROR as c_int, std::ptr::null()) {
             errcode(code);

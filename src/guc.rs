@@ -70,35 +70,57 @@ pub static TOKEN_SETTING_GENERATION: AtomicU64 = AtomicU64::new(1);
 static TOKEN_SETTING_DEFINED: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
+/// # Safety
+/// Called only by PostgreSQL as this setting's assign hook, on the main thread.
 #[pg_guard]
 unsafe extern "C-unwind" fn config_changed_string(_new: *const c_char, _extra: *mut c_void) {
     CONFIG_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
+/// # Safety
+/// Called only by PostgreSQL as this setting's assign hook, on the main thread.
 #[pg_guard]
 unsafe extern "C-unwind" fn config_changed_bool(_new: bool, _extra: *mut c_void) {
     CONFIG_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
+/// # Safety
+/// Called only by PostgreSQL as this setting's assign hook, on the main thread.
 #[pg_guard]
 unsafe extern "C-unwind" fn config_changed_int(_new: i32, _extra: *mut c_void) {
     CONFIG_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
+/// # Safety
+/// Called only by PostgreSQL as `pg_rls_auth.session`'s assign hook, on the main thread.
 #[pg_guard]
 unsafe extern "C-unwind" fn session_changed(_new: *const c_char, _extra: *mut c_void) {
     SESSION_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
+/// # Safety
+/// Called only by PostgreSQL as `pg_session_jwt.jwt`'s assign hook, on the main thread.
 #[pg_guard]
 unsafe extern "C-unwind" fn token_setting_changed(_new: *const c_char, _extra: *mut c_void) {
     TOKEN_SETTING_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
 /// True when a check hook is given an empty or absent value (always allowed: it means unset).
+///
+/// # Safety
+/// `newval` must be a string check hook's `newval`: a valid pointer to NULL or to a
+/// NUL-terminated string.
 unsafe fn is_empty(newval: *mut *mut c_char) -> bool {
+    // SAFETY: `newval` is valid (caller's obligation); `**newval` is read only when the string
+    // pointer is non-NULL (short-circuit), and a NUL-terminated string has a first byte.
     unsafe { (*newval).is_null() || **newval == 0 }
 }
 
 /// Refuses a value in a check hook, with our own message when `message` is given (PostgreSQL's
 /// default one quotes the value) and `detail`.
 fn refuse(message: Option<&CStr>, detail: &CStr) -> bool {
+    // SAFETY: called only from our check hooks, on the main thread: PostgreSQL clears
+    // GUC_check_errmsg_string/GUC_check_errdetail_string before the hook and reads them right
+    // after it returns false, so writing them here is the documented protocol. pstrdup
+    // (guarded) copies a NUL-terminated string into CurrentMemoryContext, which lives past
+    // that read. It raises only when out of memory: the wrapper turns that into a panic that
+    // the hook's #[pg_guard] raises again; nothing here needs dropping.
     unsafe {
         if let Some(message) = message {
             pg_sys::GUC_check_errmsg_string = pg_sys::pstrdup(message.as_ptr());
@@ -110,12 +132,16 @@ fn refuse(message: Option<&CStr>, detail: &CStr) -> bool {
 
 /// A proxy's key is taken from the startup packet only: not from postgresql.conf, ALTER ROLE /
 /// DATABASE SET, or SET, where someone other than the proxy could have put it.
+///
+/// # Safety
+/// Called only by PostgreSQL as a string check hook, on the main thread, with a valid `newval`.
 #[pg_guard]
 unsafe extern "C-unwind" fn check_startup_only(
     newval: *mut *mut c_char,
     _extra: *mut *mut c_void,
     source: pg_sys::GucSource::Type,
 ) -> bool {
+    // SAFETY: `newval` is PostgreSQL's check-hook argument (our caller's obligation).
     if unsafe { is_empty(newval) }
         || source == pg_sys::GucSource::PGC_S_DEFAULT
         || source == pg_sys::GucSource::PGC_S_CLIENT
@@ -132,6 +158,9 @@ unsafe extern "C-unwind" fn check_startup_only(
 /// those values in catalogs every role can read (pg_db_role_setting, pg_proc.proconfig).
 /// ALTER DATABASE/ROLE and CREATE FUNCTION ... SET validate with PGC_S_TEST; connection start
 /// applies stored values with the database/user sources.
+///
+/// # Safety
+/// Called only by PostgreSQL as a string check hook, on the main thread, with a valid `newval`.
 #[pg_guard]
 unsafe extern "C-unwind" fn check_secret_source(
     newval: *mut *mut c_char,
@@ -143,6 +172,7 @@ unsafe extern "C-unwind" fn check_secret_source(
         source,
         PGC_S_TEST | PGC_S_DATABASE | PGC_S_USER | PGC_S_DATABASE_USER
     );
+    // SAFETY: `newval` is PostgreSQL's check-hook argument (our caller's obligation).
     if unsafe { is_empty(newval) } || !catalogued {
         return true;
     }
@@ -155,10 +185,18 @@ unsafe extern "C-unwind" fn check_secret_source(
 
 /// A string setting's bytes without copying; empty and unset are both None.
 pub fn bytes_value(setting: &GucSetting<Option<CString>>) -> Option<&'static [u8]> {
+    // SAFETY: as_ptr points at the `char *` that DefineCustomStringVariable registered and
+    // that PostgreSQL rewrites when the value changes; read on the main thread, the only one
+    // that writes it. A plain read: nothing can raise.
     let ptr = unsafe { *setting.as_ptr() };
     if ptr.is_null() {
         return None;
     }
+    // SAFETY: a non-NULL value is a NUL-terminated string owned by the GUC machinery. It is
+    // freed once the setting is replaced (SET, RESET, reload, end of transaction) and no
+    // saved state refers to it, so `'static` is an assumption: every caller uses or copies
+    // the bytes before anything can change this setting (`session::start` sets only
+    // `pg_rls_auth.session` while it holds `pg_session_jwt.jwt`'s value).
     let bytes = unsafe { CStr::from_ptr(ptr) }.to_bytes();
     (!bytes.is_empty()).then_some(bytes)
 }
@@ -207,6 +245,11 @@ fn define_string(
     flags: GucFlags,
     (check, assign): (pg_sys::GucStringCheckHook, pg_sys::GucStringAssignHook),
 ) {
+    // SAFETY: called only from `init` (_PG_init, main thread) with 'static names and setting.
+    // pgrx requires hooks that cannot leak a panic: every `check`/`assign` that `init` passes
+    // is a #[pg_guard] function of this module. DefineCustomStringVariable (guarded) may run
+    // those hooks and raises ERROR for a bad or duplicate name; that becomes a panic that
+    // _PG_init's #[pg_guard] raises again.
     unsafe {
         GucRegistry::define_string_guc_with_hooks(
             name, short, long, setting, context, flags, check, assign, None,
@@ -221,6 +264,9 @@ fn define_bool(
     setting: &'static GucSetting<bool>,
     context: GucContext,
 ) {
+    // SAFETY: as in `define_string`: _PG_init only, 'static arguments, and the only hook is
+    // `config_changed_bool`, a #[pg_guard] function; an ERROR becomes a panic for _PG_init's
+    // guard.
     unsafe {
         GucRegistry::define_bool_guc_with_hooks(
             name,
@@ -238,6 +284,8 @@ fn define_bool(
 
 /// True when the named setting is already defined by a loaded library (not a placeholder).
 fn defined_elsewhere(name: &CStr) -> bool {
+    // SAFETY: main thread; `name` is NUL-terminated. With missing_ok = true an unknown name
+    // gives 0 instead of an ERROR: nothing can raise.
     let flags = unsafe { pg_sys::GetConfigOptionFlags(name.as_ptr(), true) };
     flags != 0 && (flags & pg_sys::GUC_CUSTOM_PLACEHOLDER as i32) == 0
 }
@@ -257,6 +305,9 @@ static STARTUP_OVERRIDES: OnceLock<Vec<String>> = OnceLock::new();
 /// and leaves the setting at its built-in default: the configured keys and checks are gone for
 /// that connection. Find such settings before defining them, to fail closed.
 fn find_startup_overrides() -> Vec<String> {
+    // SAFETY: main thread, in _PG_init. With missing_ok = true and restrict_privileged = false
+    // GetConfigOption cannot raise; for this bool setting it returns NULL or a NUL-terminated
+    // string in a static buffer, read here before any other call can overwrite it.
     let superuser = unsafe {
         let v = pg_sys::GetConfigOption(c"is_superuser".as_ptr(), true, false);
         !v.is_null() && CStr::from_ptr(v).to_bytes() == b"on"
@@ -265,6 +316,11 @@ fn find_startup_overrides() -> Vec<String> {
         return Vec::new();
     }
     let mut found = Vec::new();
+    // SAFETY: main thread, in _PG_init. `guc_variables` gives `count` pointers to live
+    // records, each with a NUL-terminated name, unchanged while this loop runs (it defines and
+    // removes nothing). On 15 nothing here can raise. On 16 and later the raw
+    // get_guc_variables pallocs and can raise ERROR (out of memory) unguarded: that longjmp
+    // would skip `found` (still empty then, so nothing allocated to leak) and _PG_init's guard.
     unsafe {
         let (vars, count) = guc_variables();
         for i in 0..count {
@@ -360,6 +416,9 @@ pub fn init() {
         GucFlags::default(),
         (None, Some(config_changed_string)),
     );
+    // SAFETY: as in `define_string`: _PG_init only, 'static arguments, and the only hook is
+    // `config_changed_int`, a #[pg_guard] function; an ERROR becomes a panic for _PG_init's
+    // guard.
     unsafe {
         GucRegistry::define_int_guc_with_hooks(
             c"pg_rls_auth.leeway",
@@ -488,9 +547,14 @@ pub fn init() {
     );
     // PostgreSQL allows a postmaster-level setting only while preloading (and it only means
     // something then): without preload this setting does not exist.
+    // SAFETY: a plain read of a PostgreSQL global, on the main thread during _PG_init.
     if unsafe { pg_sys::process_shared_preload_libraries_in_progress } {
         define_rate_limit_slots();
     }
+    // SAFETY: main thread, in _PG_init, with a NUL-terminated literal. It removes (with a
+    // WARNING) leftover placeholders under the prefix, which nothing in this crate points to
+    // yet; it raises only when out of memory, a panic here (guarded wrapper) for _PG_init's
+    // guard, with nothing live that needs dropping.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"pg_rls_auth".as_ptr()) };
 }
 
@@ -515,6 +579,14 @@ fn set(name: &CStr, value: &str, local: bool, context: pg_sys::GucContext::Type)
     } else {
         pg_sys::GucAction::GUC_ACTION_SET
     };
+    // SAFETY: main thread; `name` and `value` are NUL-terminated and outlive the call (the
+    // value is copied). `name` is a setting this extension defined (pg_session_jwt.jwt only
+    // when ours), so its record exists. With elevel ERROR it raises for a refused change
+    // (e.g. in a parallel worker, or pg_session_jwt.jwt inside a security-restricted
+    // operation); pg_sys::set_config_option is pgrx's guarded wrapper, so that ERROR becomes a
+    // Rust panic that unwinds (dropping `value`) to the pgrx guard every caller runs under
+    // (`fmgr::call`, #[pg_extern], the hooks' #[pg_guard]); no caller holds a RefCell borrow
+    // across this call.
     unsafe {
         pg_sys::set_config_option(
             name.as_ptr(),
@@ -549,14 +621,6 @@ pub fn set_token_setting(token: &str, local: bool) {
 /// Whether a setting's current value was set anywhere (a file, ALTER SYSTEM/ROLE/DATABASE,
 /// SET), rather than left at its built-in default. Found by name, without regard to case.
 pub fn explicitly_set(name: &CStr) -> bool {
-    unsafe {
-        let (vars, count) = guc_variables();
-        (0..count).any(|i| {
-            let var = &**vars.add(i);
-            CStr::from_ptr(var.name)
-                .to_bytes()
-                .eq_ignore_ascii_case(name.to_bytes())
-                && var.source != pg_sys::GucSource::PGC_S_DEFAULT
-        })
-    }
+    pg_versions::setting_source(name)
+        .is_some_and(|source| source != pg_sys::GucSource::PGC_S_DEFAULT)
 }

@@ -36,13 +36,24 @@ unsafe extern "C-unwind" {
 #[pg_guard]
 extern "C-unwind" fn guarded_before_statement() {
     // Not in an aborted transaction block, where only ROLLBACK may run.
+    // SAFETY: main thread (a hook); IsTransactionState only reads the current transaction's
+    // state and cannot raise; it is the guarded wrapper, under this function's #[pg_guard].
     if unsafe { pg_sys::IsTransactionState() } {
         session::before_statement();
     }
 }
 
+/// # Safety
+/// Called only by PostgreSQL as ExecutorStart_hook, on the main thread, with the executor's
+/// valid arguments.
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
     guarded_before_statement();
+    // SAFETY: PostgreSQL's arguments (caller's obligation), passed on unchanged to the hook
+    // installed before ours or to standard_ExecutorStart, whose contract they meet.
+    // PREV_EXECUTOR_START is read by value; it is written only in `init` (_PG_init). An ERROR
+    // there longjmps past this frame, which holds nothing that needs dropping
+    // (`guarded_before_statement` has returned); when we run under SPI from a guarded call,
+    // it lands in that call's pgrx boundary instead, still skipping only this frame.
     unsafe {
         match PREV_EXECUTOR_START {
             Some(prev) => prev(query_desc, eflags),
@@ -51,6 +62,8 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
     }
 }
 
+/// # Safety
+/// Called only by PostgreSQL as ProcessUtility_hook, on the main thread, with valid arguments.
 #[allow(clippy::too_many_arguments)]
 unsafe extern "C-unwind" fn process_utility(
     pstmt: *mut pg_sys::PlannedStmt,
@@ -63,6 +76,10 @@ unsafe extern "C-unwind" fn process_utility(
     qc: *mut pg_sys::QueryCompletion,
 ) {
     guarded_before_statement();
+    // SAFETY: PostgreSQL's arguments (caller's obligation), passed on unchanged to the hook
+    // installed before ours or to standard_ProcessUtility, whose contract they meet.
+    // PREV_PROCESS_UTILITY is read by value; it is written only in `init` (_PG_init). An
+    // ERROR there longjmps past this frame, which holds nothing that needs dropping.
     unsafe {
         let next = PREV_PROCESS_UTILITY.unwrap_or(raw_standard_process_utility);
         next(
@@ -85,6 +102,9 @@ fn before_statement() {
 
 pub fn init() {
     crate::pg_versions::executor_run::install(before_statement);
+    // SAFETY: called once, from _PG_init on the main thread, before any query: nothing reads
+    // these statics concurrently. Each previous hook is saved before ours is installed and
+    // our hooks always call it, so the chain stays intact. Plain writes: nothing can raise.
     unsafe {
         PREV_EXECUTOR_START = pg_sys::ExecutorStart_hook;
         pg_sys::ExecutorStart_hook = Some(executor_start);

@@ -3,6 +3,8 @@
 //! PostgreSQL: settings (`guc`), session state (`session`), SQL functions (`*_api`,
 //! `token_kit`, `rate_limit`), shared memory and errors.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use pgrx::prelude::*;
 
 mod claims_api;

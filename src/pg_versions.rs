@@ -14,7 +14,8 @@ use pgrx::pg_sys;
 use std::ffi::{c_char, CStr};
 
 // Called directly rather than through pgrx's guarded wrappers (a longjmp catch per call): none
-// of them can raise with the arguments given here.
+// of them can raise with the arguments given here, except get_guc_variables on 16 and later,
+// which pallocs its array (out of memory: an ERROR that longjmps past the Rust callers).
 unsafe extern "C-unwind" {
     #[cfg(feature = "pg15")]
     #[link_name = "get_guc_variables"]
@@ -25,6 +26,16 @@ unsafe extern "C-unwind" {
     #[cfg(not(feature = "pg15"))]
     #[link_name = "get_guc_variables"]
     fn raw_get_guc_variables(num_vars: *mut std::ffi::c_int) -> *mut *mut pg_sys::config_generic;
+    /// Without placeholders and with `skip_errors` it returns NULL for an unknown name instead
+    /// of raising, and only looks the name up in the settings hash table.
+    #[cfg(not(feature = "pg15"))]
+    #[link_name = "find_option"]
+    fn raw_find_option(
+        name: *const c_char,
+        create_placeholders: bool,
+        skip_errors: bool,
+        elevel: std::ffi::c_int,
+    ) -> *mut pg_sys::config_generic;
     /// With `missing_ok` it returns NULL for an unknown name instead of raising.
     #[cfg(not(feature = "pg15"))]
     #[link_name = "GetConfigOption"]
@@ -40,9 +51,13 @@ unsafe extern "C-unwind" {
 ///
 /// # Safety
 /// Backend main thread only; the records are valid until settings are next defined or removed.
+/// On 16 and later this can raise ERROR (out of memory) without pgrx's guard: the caller's
+/// frames must then hold nothing that needs dropping (no RefCell borrow, String, Rc...).
 pub unsafe fn guc_variables() -> (*mut *mut pg_sys::config_generic, usize) {
     #[cfg(feature = "pg15")]
-    // SAFETY: plain reads of the settings array and its length.
+    // SAFETY: main thread (caller's obligation). On 15 these return the static array
+    // `guc_variables` and its length: no allocation, nothing that can raise. The array holds
+    // `count` valid record pointers until a setting is next added or removed.
     unsafe {
         (
             raw_get_guc_variables(),
@@ -52,9 +67,44 @@ pub unsafe fn guc_variables() -> (*mut *mut pg_sys::config_generic, usize) {
     #[cfg(not(feature = "pg15"))]
     {
         let mut count = 0;
-        // SAFETY: `count` is a valid out-parameter; the array is palloc'd in the current context.
+        // SAFETY: main thread (caller's obligation); `count` is a valid out-parameter. It
+        // returns a new array of `count` record pointers, palloc'd in CurrentMemoryContext
+        // and sorted; the records themselves live in the GUC hash table. The palloc can raise
+        // ERROR (out of memory), which longjmps past the callers unguarded (see # Safety).
         let vars = unsafe { raw_get_guc_variables(&mut count) };
         (vars, count as usize)
+    }
+}
+
+/// Where setting `name`'s current value came from (a file, a role's settings, SET…), found
+/// without regard to case and without allocating: None when there is no such setting.
+pub fn setting_source(name: &CStr) -> Option<pg_sys::GucSource::Type> {
+    #[cfg(feature = "pg15")]
+    // SAFETY: on 15 `guc_variables` is the static array (no allocation, cannot raise); each of
+    // its `count` records is live and has a NUL-terminated name while this loop runs.
+    unsafe {
+        let (vars, count) = guc_variables();
+        (0..count)
+            .map(|i| &**vars.add(i))
+            .find(|var| {
+                CStr::from_ptr(var.name)
+                    .to_bytes()
+                    .eq_ignore_ascii_case(name.to_bytes())
+            })
+            .map(|var| var.source)
+    }
+    #[cfg(not(feature = "pg15"))]
+    // SAFETY: `name` is NUL-terminated; without placeholders and with skip_errors find_option
+    // only searches the settings hash table (case-insensitively) and returns NULL when the name
+    // is unknown: it neither allocates nor raises. The record it returns is live.
+    unsafe {
+        let var = raw_find_option(
+            name.as_ptr(),
+            false,
+            true,
+            pgrx::PgLogLevel::ERROR as std::ffi::c_int,
+        );
+        (!var.is_null()).then(|| (*var).source)
     }
 }
 
@@ -74,9 +124,12 @@ pub struct SettingLookup {
 }
 
 impl SettingLookup {
+    /// `var` must be a record pointer just read from the current settings array.
     #[cfg(feature = "pg15")]
     fn is(var: *mut pg_sys::config_generic, name: &CStr) -> bool {
-        // SAFETY: `var` is a live record of the settings array.
+        // SAFETY: the only caller passes `*vars.add(i)` with i < count, read from the array
+        // in the same call: a live record, not mutated while this shared reference lives
+        // (nothing here calls into PostgreSQL).
         let var = unsafe { &*var };
         var.vartype == pg_sys::config_type::PGC_STRING
             // SAFETY: every record's name is a NUL-terminated string it owns.
@@ -89,8 +142,13 @@ impl SettingLookup {
     /// when there is no such setting or it has no value.
     #[cfg(feature = "pg15")]
     pub fn string_value(&self, name: &CStr) -> Option<&'static [u8]> {
-        // SAFETY: the array and its records are valid until settings are next defined, which
-        // cannot happen during this call; a cached slot is used only after it is confirmed.
+        // SAFETY: main thread (a per-row V1 call). On 15 `guc_variables` returns the static
+        // array without allocating, and nothing here can raise or define a setting, so the
+        // array and its records stay valid during this call. Every index is < count. A cached
+        // record is dereferenced (for its name) only after `*vars.add(i) == var` shows it is
+        // still in the array at that slot (`&&` short-circuits). Assumed: a record freed and
+        // another allocated at the same address, with its name at the same address, in the
+        // same slot (ABA) does not happen; its type would not be checked again below.
         let var = unsafe {
             let (vars, count) = guc_variables();
             match self.found.get() {
@@ -115,8 +173,11 @@ impl SettingLookup {
                 }
             }
         };
-        // SAFETY: `var` is a string record (checked by `is`); its value pointer is NULL or a
-        // NUL-terminated string that lives until the setting next changes.
+        // SAFETY: `var` is a live PGC_STRING record (checked by `is` when found, confirmed by
+        // slot and name when cached), so it is a config_string whose `variable` points to the
+        // value's `char *`: NULL or a NUL-terminated string owned by the GUC machinery. It
+        // lives until the setting next changes, so `'static` is an assumption: the caller
+        // (`session::fallback_session`) compares or copies it before anything can SET it.
         unsafe {
             let ptr = *(*var.cast::<pg_sys::config_string>()).variable;
             (!ptr.is_null()).then(|| CStr::from_ptr(ptr).to_bytes())
@@ -125,9 +186,12 @@ impl SettingLookup {
 
     #[cfg(not(feature = "pg15"))]
     pub fn string_value(&self, name: &CStr) -> Option<&'static [u8]> {
-        // SAFETY: `name` is NUL-terminated; with missing_ok and without restrict_privileged
-        // GetConfigOption cannot raise, and returns NULL or the value, which lives until the
-        // setting next changes.
+        // SAFETY: main thread; `name` is NUL-terminated. With missing_ok and without
+        // restrict_privileged, GetConfigOption is a hash lookup that cannot raise (raw call,
+        // no allocation); it returns NULL or the value. For a string setting that is the
+        // setting's own string, which lives until it next changes (`'static` is assumed as
+        // in the 15 version); for a non-string one it would be a static buffer overwritten
+        // by the next call (the names looked up, request.jwt.*, are string settings).
         unsafe {
             let ptr = raw_get_config_option(name.as_ptr(), true, false);
             (!ptr.is_null()).then(|| CStr::from_ptr(ptr).to_bytes())
@@ -162,12 +226,16 @@ pub mod executor_run {
     }
 
     fn before() {
-        // SAFETY: written once in `install`, during _PG_init, before any query runs.
+        // SAFETY: read by value on the main thread; written only once, in `install` during
+        // _PG_init, before any query runs.
         if let Some(f) = unsafe { BEFORE } {
             f();
         }
     }
 
+    /// # Safety
+    /// Called only by PostgreSQL as ExecutorRun_hook, on the main thread, with the executor's
+    /// valid arguments.
     #[cfg(not(feature = "pg18"))]
     unsafe extern "C-unwind" fn hook(
         query_desc: *mut pg_sys::QueryDesc,
@@ -176,10 +244,17 @@ pub mod executor_run {
         execute_once: bool,
     ) {
         before();
-        // SAFETY: PostgreSQL's arguments, passed on unchanged to the next hook in the chain.
+        // SAFETY: PostgreSQL's arguments (caller's obligation), passed on unchanged to the
+        // hook installed before ours or to standard_ExecutorRun, whose contract they meet.
+        // PREV is read by value; it is written only in `install`. This is a raw call: an
+        // ERROR in the executor longjmps past this frame, which holds nothing that needs
+        // dropping (`before`, which runs under its own #[pg_guard], has returned).
         unsafe { PREV.unwrap_or(standard)(query_desc, direction, count, execute_once) }
     }
 
+    /// # Safety
+    /// Called only by PostgreSQL as ExecutorRun_hook, on the main thread, with the executor's
+    /// valid arguments.
     #[cfg(feature = "pg18")]
     unsafe extern "C-unwind" fn hook(
         query_desc: *mut pg_sys::QueryDesc,
@@ -187,13 +262,19 @@ pub mod executor_run {
         count: u64,
     ) {
         before();
-        // SAFETY: PostgreSQL's arguments, passed on unchanged to the next hook in the chain.
+        // SAFETY: PostgreSQL's arguments (caller's obligation), passed on unchanged to the
+        // hook installed before ours or to standard_ExecutorRun, whose contract they meet.
+        // PREV is read by value; it is written only in `install`. This is a raw call: an
+        // ERROR in the executor longjmps past this frame, which holds nothing that needs
+        // dropping (`before`, which runs under its own #[pg_guard], has returned).
         unsafe { PREV.unwrap_or(standard)(query_desc, direction, count) }
     }
 
     /// Installs the hook; call once, from _PG_init.
     pub fn install(f: fn()) {
-        // SAFETY: _PG_init runs once per backend, single-threaded, before any query.
+        // SAFETY: _PG_init runs once per process, on the main thread, before any query, so
+        // nothing reads these statics concurrently. The previous hook is saved before ours is
+        // installed and is always called from `hook`: the chain stays intact. Plain writes.
         unsafe {
             BEFORE = Some(f);
             PREV = pg_sys::ExecutorRun_hook;

@@ -52,6 +52,13 @@ pub struct Session {
 /// JSON text as a jsonb varlena (jsonb_in), to be copied out per call.
 fn jsonb_varlena(json: String) -> Vec<u8> {
     let text = std::ffi::CString::new(json).expect("JSON has no NUL byte");
+    // SAFETY: main thread, inside a pgrx guard (the V1 calls' `fmgr::call`). jsonb_in gets a
+    // NUL-terminated cstring datum that outlives the call, and no fcinfo context, so bad
+    // input raises ERROR (it is serde_json's output, so only out of memory or a jsonb limit
+    // could); pg_sys::jsonb_in is the guarded wrapper, so that ERROR becomes a panic that
+    // unwinds, dropping `text` (inside an OnceCell or thread_local initialiser, which then
+    // stays uninitialised). The result is a palloc'd, non-toasted jsonb: varsize_any gives
+    // its full length and the slice is copied out at once.
     unsafe {
         let datum = pgrx::direct_function_call_as_datum(
             pg_sys::jsonb_in,
@@ -305,6 +312,8 @@ fn stored() -> Option<StoredSession<'static>> {
 }
 
 fn in_parallel_worker() -> bool {
+    // SAFETY: a plain read of a PostgreSQL global, on the main thread, which is the only
+    // thread that writes it (once, at worker start).
     unsafe { pg_sys::ParallelWorkerNumber >= 0 }
 }
 
@@ -456,6 +465,8 @@ fn sync_token_setting() {
         b.token_setting_generation = generation;
         changed
     });
+    // SAFETY: main thread; IsInParallelMode only reads the transaction state and cannot
+    // raise. No RefCell borrow is live here.
     if !changed || in_parallel_worker() || unsafe { pg_sys::IsInParallelMode() } {
         return;
     }
@@ -535,6 +546,8 @@ pub fn end() {
 /// `pg_session_jwt.jwt`, and clears a session revoked by a failed init from the setting, so
 /// parallel workers never receive it.
 pub fn before_statement() {
+    // SAFETY: main thread; IsInParallelMode only reads the transaction state and cannot
+    // raise.
     if in_parallel_worker() || unsafe { pg_sys::IsInParallelMode() } {
         return;
     }

@@ -19,11 +19,17 @@ fn end_session() {
     session::end();
 }
 
+/// # Safety
+/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
+/// thread, with a valid `fcinfo` for `auth.jwt_session_init(jwt text, local boolean)`.
 unsafe fn jwt_session_init(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Result<Option<pg_sys::Datum>, Raise> {
     // A NULL token fails like an empty one: it too ends any session.
+    // SAFETY: valid `fcinfo` whose argument 0 is text (caller's obligation, per the SQL
+    // declaration below); the &str is used only during this call.
     let token = unsafe { arg::<&str>(fcinfo, 0) }.unwrap_or("");
+    // SAFETY: as above; argument 1 is boolean (the planner fills in the DEFAULT).
     let local = unsafe { arg::<bool>(fcinfo, 1) }.unwrap_or(false);
     session::init(token, local)?;
     Ok(Some(pg_sys::Datum::from(0)))

@@ -20,7 +20,14 @@ fn generate_jwk(alg: default!(&str, "'EdDSA'")) -> JsonB {
 // statement (which carries it) stays out of the server log.
 
 /// The public half of a private JWK, for pg_rls_auth.jwks.
+///
+/// # Safety
+/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
+/// thread, with a valid `fcinfo` for `auth.public_jwk(private jsonb)`.
 unsafe fn public_jwk(fcinfo: pg_sys::FunctionCallInfo) -> Result<Option<pg_sys::Datum>, Raise> {
+    // SAFETY: valid `fcinfo` whose argument 0 is jsonb (caller's obligation, per the SQL
+    // declaration below). JsonB's conversion (detoast, jsonb_out) uses guarded calls: an ERROR
+    // there is a panic for the guard, and nothing needing drop is live yet.
     let Some(private) = (unsafe { arg::<JsonB>(fcinfo, 0) }) else {
         return Ok(None);
     };
@@ -34,16 +41,26 @@ v1_function!(
 );
 
 /// Signs claims with a private JWK or an HMAC secret; alg defaults to the key's.
+///
+/// # Safety
+/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
+/// thread, with a valid `fcinfo` for `auth.sign_jwt(claims jsonb, key text, alg text)`.
 unsafe fn sign_jwt(fcinfo: pg_sys::FunctionCallInfo) -> Result<Option<pg_sys::Datum>, Raise> {
+    // SAFETY: valid `fcinfo` whose arguments 0 and 1 are jsonb and text (caller's obligation,
+    // per the SQL declaration below); `key` is used only during this call. A conversion ERROR
+    // is a panic (guarded calls) that unwinds, dropping `claims` if already built.
     let (Some(claims), Some(key)) = (unsafe { arg::<JsonB>(fcinfo, 0) }, unsafe {
         text_arg(fcinfo, 1)
     }) else {
         return Ok(None);
     };
+    // SAFETY: as above; argument 2 is text (NULL by default).
     let alg = unsafe { text_arg(fcinfo, 2) };
     // Key sizes are bounded (a few hundred ms at most for the largest RSA key); a statement
     // cancelled before that starts is honoured here.
     pgrx::check_for_interrupts!();
+    // Note: `text_datum`'s raw palloc can longjmp (out of memory, or a token over 1 GB) while
+    // the token String and `claims` are live; they would leak (see `fmgr`).
     Ok(Some(text_datum(&token_kit::sign_jwt(&claims.0, key, alg)?)))
 }
 v1_function!(

@@ -363,10 +363,18 @@ fn errors_of_other_statements_pass_through_the_hooks_unchanged() {
         let expected = baseline.batch_execute(sql).unwrap_err();
         let expected = expected.as_db_error().expect("a server error");
         assert_eq!(db.code().code(), code, "{sql}: {}", db.message());
-        assert_eq!(db.message(), expected.message(), "{sql}: the message changed");
+        assert_eq!(
+            db.message(),
+            expected.message(),
+            "{sql}: the message changed"
+        );
         assert_eq!(db.detail(), expected.detail(), "{sql}: the DETAIL changed");
         assert_eq!(db.hint(), expected.hint(), "{sql}: the HINT changed");
-        assert_eq!(db.position(), expected.position(), "{sql}: the position changed");
+        assert_eq!(
+            db.position(),
+            expected.position(),
+            "{sql}: the position changed"
+        );
     }
 }
 

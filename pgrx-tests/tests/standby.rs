@@ -37,8 +37,11 @@ fn sessions_policies_and_the_limiter_work_on_a_hot_standby() {
         .collect();
     assert_eq!(visible, ["a1", "a2"]);
     let mut tx = alice.transaction().unwrap();
-    tx.execute("SELECT auth.jwt_session_init($1, true)", &[&key.token_for("bob")])
-        .unwrap();
+    tx.execute(
+        "SELECT auth.jwt_session_init($1, true)",
+        &[&key.token_for("bob")],
+    )
+    .unwrap();
     let n: i64 = tx
         .query_one("SELECT count(*) FROM public.notes", &[])
         .unwrap()
@@ -71,7 +74,12 @@ fn sessions_policies_and_the_limiter_work_on_a_hot_standby() {
     let err = admin
         .batch_execute("SELECT auth.check_write_rate('bob', 3, 3600)")
         .unwrap_err();
-    assert_eq!(sqlstate(&err).as_deref(), Some("25006"), "{}", describe(&err));
+    assert_eq!(
+        sqlstate(&err).as_deref(),
+        Some("25006"),
+        "{}",
+        describe(&err)
+    );
     assert!(describe(&err).contains("hot standby"), "{}", describe(&err));
 }
 
@@ -85,6 +93,11 @@ fn a_standby_without_preload_refuses_the_limiter_clearly() {
     let err = alice
         .batch_execute("SELECT auth.check_write_rate('alice', 3, 3600)")
         .unwrap_err();
-    assert_eq!(sqlstate(&err).as_deref(), Some("25006"), "{}", describe(&err));
+    assert_eq!(
+        sqlstate(&err).as_deref(),
+        Some("25006"),
+        "{}",
+        describe(&err)
+    );
     assert!(describe(&err).contains("hot standby"), "{}", describe(&err));
 }

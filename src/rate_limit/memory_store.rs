@@ -37,8 +37,9 @@ struct Header {
 }
 
 // LWLockAcquire/Release called directly rather than through pgrx's guarded wrappers (which set
-// up a longjmp catch per call): in this hot path they cannot raise, as the slot table code
-// between them cannot.
+// up a longjmp catch per call): in this hot path they cannot raise (LWLockAcquire's only
+// ERROR is "too many LWLocks taken", over 200 held at once), and the slot table code between
+// them can at most panic.
 unsafe extern "C-unwind" {
     #[link_name = "LWLockAcquire"]
     fn raw_lwlock_acquire(lock: *mut pg_sys::LWLock, mode: pg_sys::LWLockMode::Type) -> bool;
@@ -65,9 +66,13 @@ fn shmem_size() -> usize {
 }
 
 pub fn init() {
+    // SAFETY: a plain read of a PostgreSQL global, on the main thread during _PG_init.
     if unsafe { !pg_sys::process_shared_preload_libraries_in_progress } {
         return;
     }
+    // SAFETY: _PG_init while preloading: the postmaster, single-threaded, before shared
+    // memory exists, so nothing reads these statics concurrently. Each previous hook is saved
+    // before ours is installed, and ours call it first. Plain writes: nothing can raise.
     unsafe {
         PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
         pg_sys::shmem_request_hook = Some(shmem_request);
@@ -76,8 +81,16 @@ pub fn init() {
     }
 }
 
+/// # Safety
+/// Called only by PostgreSQL as shmem_request_hook, in the postmaster, single-threaded.
 #[pg_guard]
 unsafe extern "C-unwind" fn shmem_request() {
+    // SAFETY: this runs as shmem_request_hook (PostgreSQL 15+), the one place where
+    // RequestAddinShmemSpace and RequestNamedLWLockTranche are allowed (elsewhere they raise
+    // ERROR). Both are guarded wrappers: an ERROR becomes a panic for this #[pg_guard]. The
+    // previous hook is a raw C function pointer: an ERROR in it longjmps past this frame,
+    // which holds nothing that needs dropping. The size is the one shmem_startup claims, as
+    // pg_rls_auth.rate_limit_slots is PGC_POSTMASTER and cannot change in between.
     unsafe {
         if let Some(prev) = PREV_SHMEM_REQUEST {
             prev();
@@ -87,8 +100,23 @@ unsafe extern "C-unwind" fn shmem_request() {
     }
 }
 
+/// # Safety
+/// Called only by PostgreSQL as shmem_startup_hook (in the postmaster, or in each backend
+/// under EXEC_BACKEND), single-threaded, after shared memory and the LWLocks were created.
 #[pg_guard]
 unsafe extern "C-unwind" fn shmem_startup() {
+    // SAFETY: single-threaded, after CreateLWLocks (so MainLWLockArray is valid) and after
+    // shmem_request reserved shmem_size() bytes and PARTITIONS locks of our tranche.
+    // AddinShmemInitLock is held exclusively around ShmemInitStruct, as PostgreSQL requires,
+    // so exactly one process sees `found == false` and initialises the block before anyone
+    // uses it. ShmemInitStruct returns shmem_size() bytes aligned to PG_CACHE_LINE_SIZE (128),
+    // enough for Header (align 64); SLOTS starts size_of::<Header>() (a multiple of 64) in and
+    // CELLS after PARTITIONS * per slots (40 bytes, align 8): all aligned and inside the
+    // block, by shmem_size's arithmetic. The block is zeroed before Header is written, and
+    // all-zero is a valid Header and Slot. Every pg_sys call here is a guarded wrapper, and
+    // pgrx::error! panics: either becomes a panic for this #[pg_guard] (then ERROR, FATAL in
+    // the postmaster; exit releases the lock), with only `found` and `secret` (no
+    // destructors) live. The previous hook is a raw C pointer, called with nothing live.
     unsafe {
         if let Some(prev) = PREV_SHMEM_STARTUP {
             prev();
@@ -116,17 +144,36 @@ unsafe extern "C-unwind" fn shmem_startup() {
 }
 
 /// `AddinShmemInitLock`, a macro in C: slot 21 of the main LWLock array.
+///
+/// # Safety
+/// Only after the main LWLock array exists (CreateLWLocks); main thread.
 unsafe fn addin_shmem_init_lock() -> *mut pg_sys::LWLock {
+    // SAFETY: MainLWLockArray is valid (caller's obligation) and has far more than 22
+    // entries; AddinShmemInitLock is entry 21 in PostgreSQL 15 to 18 (lwlocknames). Only a
+    // raw pointer is formed, no reference.
     unsafe { &raw mut (*pg_sys::MainLWLockArray.add(21)).lock }
 }
 
 pub fn available() -> bool {
+    // SAFETY: read by value on the main thread; written only by shmem_startup, before any
+    // query runs (inherited by fork, or set again in this backend under EXEC_BACKEND).
     unsafe { !HEADER.is_null() }
 }
 
 /// Runs `f` on the partition holding `id`, under its exclusive lock. Nothing in shared memory
 /// is referenced before the lock is held.
 fn with_partition<R>(id: KeyId, f: impl FnOnce(&mut SlotTable, &mut PartitionStats) -> R) -> R {
+    // SAFETY: callers get here only when `available()`, so HEADER, SLOTS, CELLS and LOCKS
+    // were set by shmem_startup and never change; slots_per_partition too is written once at
+    // startup, so it is read before the lock. p < PARTITIONS, so the lock is one of our
+    // tranche's and both slices lie inside the block. The slices and `stats` are formed only
+    // once this partition's LWLock is held exclusively, and every other access to them (here
+    // or in partition_stats) holds that lock, so the &mut are unique. LWLockRelease cannot
+    // raise; LWLockAcquire (raw) raises only "too many LWLocks taken", which would longjmp
+    // past the callers unguarded, but this never holds more than one. `f` is plain Rust over
+    // plain memory: it cannot raise, only panic (e.g. an assert); that unwinds with the lock
+    // held, and the ERROR pgrx makes of it releases the lock at abort (LWLockReleaseAll),
+    // possibly leaving this partition's `used` stale.
     unsafe {
         // Set once at startup, before any backend runs a query.
         let per = (*HEADER).slots_per_partition;
@@ -147,6 +194,9 @@ fn with_partition<R>(id: KeyId, f: impl FnOnce(&mut SlotTable, &mut PartitionSta
 }
 
 fn key_id(bucket: &str, key: &str) -> KeyId {
+    // SAFETY: only when `available()` (callers use the memory store only then): HEADER points
+    // to the initialised block. `secret` is written once at startup and only read after, so a
+    // shared reference to that field alone, without a lock, is sound.
     KeyId::new(unsafe { &(*HEADER).secret }, bucket, key)
 }
 
@@ -175,6 +225,10 @@ pub fn count_table_check(allowed: bool) -> bool {
     if !available() {
         return false;
     }
+    // SAFETY: `available()`, so HEADER points to the initialised block; only the atomics are
+    // used. Assumed, not exact: the reference covers the whole Header, including the
+    // partitions' plain counters that other backends write under partition locks not held
+    // here (a field reference, `&(*HEADER).checks`, would claim only what is used).
     let h = unsafe { &*HEADER };
     h.checks.fetch_add(1, Ordering::Relaxed);
     h.admitted.fetch_add(u64::from(allowed), Ordering::Relaxed);
@@ -183,6 +237,10 @@ pub fn count_table_check(allowed: bool) -> bool {
 
 /// Each partition's stats, read under its lock.
 fn partition_stats() -> impl Iterator<Item = (u32, u64, u64, u64)> {
+    // SAFETY: callers run only when `available()` (see with_partition). Each partition's stats
+    // are read through a reference formed after its LWLock is held in shared mode, and are
+    // written only under the exclusive lock; the raw Acquire/Release cannot raise in practice
+    // (see with_partition), and plain reads cannot panic.
     (0..PARTITIONS).map(|p| unsafe {
         let lock = &raw mut (*LOCKS.add(p)).lock;
         raw_lwlock_acquire(lock, pg_sys::LWLockMode::LW_SHARED);
@@ -195,6 +253,9 @@ fn partition_stats() -> impl Iterator<Item = (u32, u64, u64, u64)> {
 
 pub fn counters() -> Option<Counters> {
     available().then(|| {
+        // SAFETY: as in `count_table_check`: HEADER is initialised, only the atomics are read
+        // through `h`, and the same whole-Header reference caveat applies (the partition
+        // stats are read by partition_stats under their locks, through raw pointers).
         let h = unsafe { &*HEADER };
         let mut c = Counters {
             checks: h.checks.load(Ordering::Relaxed),
@@ -214,6 +275,8 @@ pub fn counters() -> Option<Counters> {
 
 /// (slots used, keys the store holds before it evicts).
 pub fn usage() -> (i64, i64) {
+    // SAFETY: called only for the memory store, i.e. when `available()`; slots_per_partition
+    // is written once at startup and read-only after: a plain read, no lock needed.
     let per = unsafe { (*HEADER).slots_per_partition };
     let used = partition_stats().map(|(used, ..)| i64::from(used)).sum();
     (used, (PARTITIONS * max_used(per)) as i64)

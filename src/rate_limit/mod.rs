@@ -42,15 +42,16 @@ fn store() -> Result<Store, Raise> {
     let store = match (guc::RATE_LIMIT_STORE.get(), memory_store::available()) {
         (RateLimitStore::Auto, true) | (RateLimitStore::Memory, true) => Store::Memory,
         (RateLimitStore::Auto, false) | (RateLimitStore::Table, _) => Store::Table,
-        (RateLimitStore::Memory, false) => {
-            return Err(Raise::new(
-                OBJECT_NOT_IN_PREREQUISITE_STATE,
-                "pg_rls_auth.rate_limit_store = memory needs pg_rls_auth in shared_preload_libraries",
-            )
-            .hint("Add it and restart, or use the table store."))
-        }
+        (RateLimitStore::Memory, false) => return Err(Raise::new(
+            OBJECT_NOT_IN_PREREQUISITE_STATE,
+            "pg_rls_auth.rate_limit_store = memory needs pg_rls_auth in shared_preload_libraries",
+        )
+        .hint("Add it and restart, or use the table store.")),
     };
     // A hot standby cannot write the table; `auto` picks memory there whenever preloaded.
+    // SAFETY: main thread, in a SQL function call; RecoveryInProgress only reads (a local
+    // cache, else the shared recovery state) and cannot raise. Guarded wrapper, inside the
+    // caller's pgrx guard; no Rust value needing drop is live.
     if store == Store::Table && unsafe { pg_sys::RecoveryInProgress() } {
         return Err(Raise::new(
             READ_ONLY_SQL_TRANSACTION,
@@ -70,6 +71,8 @@ fn now_ns() -> i128 {
         tv_nsec: 0,
     };
     // Cannot fail for a valid clock id and pointer.
+    // SAFETY: `ts` is a valid, writable timespec and CLOCK_REALTIME_COARSE a valid clock id
+    // (Linux); a libc call, not PostgreSQL: it cannot raise.
     unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut ts) };
     i128::from(ts.tv_sec) * NANOS_PER_SEC + i128::from(ts.tv_nsec)
 }
@@ -157,12 +160,21 @@ fn seconds(ns: i128) -> f64 {
     ns as f64 / NANOS_PER_SEC as f64
 }
 
+/// # Safety
+/// Called only from the `fmgr::Body`s below (inside `fmgr::call`'s guard, main thread) with
+/// their valid `fcinfo` for auth.check_write_rate(key, max_writes integer, window_seconds
+/// integer, bucket text).
 unsafe fn check_write_rate_with(
     fcinfo: pg_sys::FunctionCallInfo,
     key: Option<&str>,
 ) -> Result<Option<pg_sys::Datum>, Raise> {
+    // SAFETY: valid `fcinfo` whose arguments 1 and 2 are integer and 3 is text (caller's
+    // obligation, per the SQL declarations below; the planner fills in bucket's DEFAULT).
+    // Plain reads of int4 datums; text_arg's conversion errors are panics for the guard.
     let max_writes = unsafe { arg::<i32>(fcinfo, 1) };
+    // SAFETY: as above.
     let window_seconds = unsafe { arg::<i32>(fcinfo, 2) };
+    // SAFETY: as above; `bucket` is used only during this call.
     let bucket = unsafe { text_arg(fcinfo, 3) };
     let (key, bucket) = checked_key(key, bucket)?;
     let limit = checked_limit(max_writes, window_seconds)?;
@@ -184,10 +196,16 @@ unsafe fn check_write_rate_with(
         .hint(format!("The next write is allowed in {retry} seconds.")))
 }
 
+/// # Safety
+/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
+/// thread, with a valid `fcinfo` for auth.check_write_rate(key text, ...).
 unsafe fn check_write_rate_text(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Result<Option<pg_sys::Datum>, Raise> {
+    // SAFETY: valid `fcinfo` whose argument 0 is text (caller's obligation); `key` is used
+    // only during this call.
     let key = unsafe { text_arg(fcinfo, 0) };
+    // SAFETY: our own obligations are exactly check_write_rate_with's.
     unsafe { check_write_rate_with(fcinfo, key) }
 }
 v1_function!(
@@ -197,10 +215,18 @@ v1_function!(
     hide_statement = false
 );
 
+/// # Safety
+/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
+/// thread, with a valid `fcinfo` for auth.check_write_rate(key uuid, ...).
 unsafe fn check_write_rate_uuid(
     fcinfo: pg_sys::FunctionCallInfo,
 ) -> Result<Option<pg_sys::Datum>, Raise> {
+    // SAFETY: valid `fcinfo` whose argument 0 is uuid (caller's obligation); the 16 bytes are
+    // copied out, nothing can raise.
     let key = unsafe { arg::<pgrx::Uuid>(fcinfo, 0) }.map(|u| u.to_string());
+    // SAFETY: our own obligations are exactly check_write_rate_with's. `key` (a String) stays
+    // live during it: dropped normally, or by unwinding on a guarded ERROR (only the memory
+    // store's raw LWLockAcquire, which cannot raise in practice, would skip it).
     unsafe { check_write_rate_with(fcinfo, key.as_deref()) }
 }
 v1_function!(

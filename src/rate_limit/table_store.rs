@@ -75,12 +75,18 @@ thread_local! {
 }
 
 pub fn init() {
+    // SAFETY: called once from _PG_init, on the main thread. Both callbacks are #[pg_guard]
+    // functions with the signatures PostgreSQL expects, and the arg pointer is unused. The
+    // registration allocates in TopMemoryContext; only out of memory raises, a panic here
+    // (guarded wrapper) for _PG_init's guard, with nothing live that needs dropping.
     unsafe {
         pg_sys::RegisterXactCallback(Some(xact_callback), std::ptr::null_mut());
         pg_sys::RegisterSubXactCallback(Some(subxact_callback), std::ptr::null_mut());
     }
 }
 
+/// # Safety
+/// Called only by PostgreSQL as a transaction callback (RegisterXactCallback), main thread.
 #[pg_guard]
 unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: *mut c_void) {
     use pg_sys::XactEvent::*;
@@ -96,6 +102,9 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
     }
 }
 
+/// # Safety
+/// Called only by PostgreSQL as a subtransaction callback (RegisterSubXactCallback), main
+/// thread.
 #[pg_guard]
 unsafe extern "C-unwind" fn subxact_callback(
     event: pg_sys::SubXactEvent::Type,
@@ -103,6 +112,7 @@ unsafe extern "C-unwind" fn subxact_callback(
     _parent: pg_sys::SubTransactionId,
     _arg: *mut c_void,
 ) {
+    // SAFETY: main thread; a plain read of the current transaction state: cannot raise.
     let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
     BACKEND.with_borrow_mut(|b| match event {
         // The row lock (and a row inserted) at this level are gone: forget the copy.
@@ -135,6 +145,9 @@ fn table_owner() -> Result<pg_sys::Oid, Raise> {
         )
         .hint("Update the extension: ALTER EXTENSION pg_rls_auth UPDATE."));
     };
+    // SAFETY: main thread, inside a transaction (a SQL function call, or pre-commit), as the
+    // syscache lookup needs. superuser_arg can raise (catalog access); the guarded wrapper
+    // makes that a panic for the caller's pgrx guard, and only Copy values are live here.
     if unsafe { !pg_sys::superuser_arg(table) || !pg_sys::superuser_arg(schema) } {
         return Err(Raise::new(
             INSUFFICIENT_PRIVILEGE,
@@ -155,6 +168,10 @@ fn as_owner<R>(f: impl FnOnce() -> R) -> Result<R, Raise> {
     let (mut user, mut context) = (pg_sys::Oid::INVALID, 0);
     let lock_timeout = CString::new(guc::RATE_LIMIT_LOCK_TIMEOUT.get().to_string())
         .expect("digits have no NUL byte");
+    // SAFETY: main thread, inside a transaction. GetUserIdAndSecContext writes two valid
+    // locals; SetUserIdAndSecContext only assigns globals. Neither raises. The change is
+    // undone below, or, if anything in between raises, by the (sub)transaction abort, which
+    // restores the user and security context saved at its start.
     unsafe {
         pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
         pg_sys::SetUserIdAndSecContext(
@@ -164,6 +181,12 @@ fn as_owner<R>(f: impl FnOnce() -> R) -> Result<R, Raise> {
                 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
         );
     }
+    // SAFETY: main thread, inside a transaction (GUC nest levels are per transaction). Names
+    // and values are NUL-terminated and outlive the calls. GUC_ACTION_SAVE ties the changes
+    // to `nest`, undone by AtEOXact_GUC below or by the abort. With elevel 0 and
+    // PGC_S_SESSION, set_config_option raises ERROR on a refused value; the guarded wrapper
+    // makes it a panic that unwinds (dropping `lock_timeout`) to the caller's pgrx guard,
+    // and the abort then restores the user and settings.
     let nest = unsafe {
         let nest = pg_sys::NewGUCNestLevel();
         for (name, value) in [
@@ -196,6 +219,11 @@ fn as_owner<R>(f: impl FnOnce() -> R) -> Result<R, Raise> {
             )
         })
         .execute();
+    // SAFETY: main thread, same transaction; `nest` is the level NewGUCNestLevel returned
+    // above and `f` has returned, so every nested level it made is closed. AtEOXact_GUC
+    // restores search_path and lock_timeout (their assign hooks do not raise); then the saved
+    // user and security context are restored. A raise here (guarded) would be a panic, and the
+    // abort would restore both.
     unsafe {
         pg_sys::AtEOXact_GUC(true, nest);
         pg_sys::SetUserIdAndSecContext(user, context);
@@ -284,6 +312,7 @@ pub fn decide(
     })?;
     let mut state = parse_state(row)?;
     let d = gcra_decide(&mut state, limit, now_ns, true);
+    // SAFETY: main thread; a plain read of the current transaction state: cannot raise.
     let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
     BACKEND.with_borrow_mut(|b| {
         b.entries.insert(
@@ -325,6 +354,11 @@ fn flush() {
     .map(PgOid::from);
     let now_ns = super::now_ns();
     // At pre-commit the statement's snapshot is gone; SPI needs one.
+    // SAFETY: main thread, at XACT_EVENT_PRE_COMMIT/PRE_PREPARE: the transaction is still in
+    // progress, so GetTransactionSnapshot is allowed; PushActiveSnapshot copies it if needed.
+    // Both are guarded: an ERROR (e.g. out of memory) becomes a panic that unwinds `dirty` to
+    // xact_callback's #[pg_guard]; no RefCell borrow is live. The snapshot is popped below,
+    // or, when `as_owner` raises first, by the abort's snapshot cleanup.
     unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
     let done = as_owner(|| {
         for (id, state) in &dirty {
@@ -343,6 +377,8 @@ fn flush() {
             run(SWEEP, vec![now.into(), SWEEP_ROWS.into()], &types);
         }
     });
+    // SAFETY: main thread; pops exactly the snapshot pushed above (SPI's own pushes and pops
+    // are balanced). Frees memory only: cannot raise.
     unsafe { pg_sys::PopActiveSnapshot() };
     if let Err(e) = done {
         crate::errors::report(e);
