@@ -78,19 +78,21 @@ fn make_sqlstate(code: [u8; 5]) -> c_int {
         .fold(0, |acc, (i, v)| acc | (v << (6 * i)))
 }
 
-/// A palloc'd C string: freed by PostgreSQL with the memory context, even after a longjmp.
+/// A palloc'd C string (NUL bytes replaced): freed by PostgreSQL with the memory context.
 fn pstr(s: &str) -> *const c_char {
-    let bytes: Vec<u8> = s.bytes().map(|b| if b == 0 { b'?' } else { b }).collect();
-    // SAFETY: main thread (the only one this extension runs on). pg_sys::palloc is pgrx's
-    // guarded wrapper: it returns a writable, MAXALIGNed block of `len + 1` bytes in
-    // CurrentMemoryContext, or raises ERROR (out of memory), which the wrapper turns into a
-    // Rust panic that unwinds and drops `bytes`. The copy writes `len` bytes and the NUL goes
-    // in the last byte: in bounds, and `bytes` (Rust heap) cannot overlap the new block.
-    // That panic needs a catch_unwind above it; in `raise` there is none (see there).
+    let len = s.len();
+    // SAFETY: main thread (the only one this extension runs on). `raw_palloc` is PostgreSQL's
+    // palloc called directly: it returns a writable block of `len + 1` bytes in
+    // CurrentMemoryContext, or raises ERROR (out of memory) with a longjmp. Nothing here needs
+    // dropping (only the borrowed `s` and raw pointers are live), so that longjmp is sound;
+    // `raise`'s own values are then leaked, not dropped, which is also sound. The loop writes
+    // `len` bytes and the NUL the last one: in bounds, and `s` cannot overlap the new block.
     unsafe {
-        let p = pg_sys::palloc(bytes.len() + 1) as *mut u8;
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
-        *p.add(bytes.len()) = 0;
+        let p = crate::fmgr::raw_palloc(len + 1) as *mut u8;
+        for (i, b) in s.bytes().enumerate() {
+            *p.add(i) = if b == 0 { b'?' } else { b };
+        }
+        *p.add(len) = 0;
         p as *const c_char
     }
 }
@@ -118,10 +120,8 @@ pub unsafe fn raise(r: Raise, hide_statement: bool) -> ! {
     // this frame, which holds only raw pointers and integers (`r` was dropped above), and the
     // caller's frames, which hold only Copy values (caller's obligation: `fmgr::call` and the
     // v1 entry point).
-    // Not sound as it stands: the four `pstr` calls above use the guarded palloc outside any
-    // pgrx guard, so an out-of-memory ERROR there becomes a Rust panic that no catch_unwind
-    // stops; it would unwind out of the `extern "C-unwind"` entry point into PostgreSQL's C
-    // frames, which cannot be unwound (undefined behaviour; in practice the backend aborts).
+    // The `pstr` calls above use PostgreSQL's palloc directly: out of memory there longjmps
+    // like this ERROR would, leaking `r` rather than unwinding through C frames.
     unsafe {
         if errstart(pgrx::PgLogLevel::ERROR as c_int, std::ptr::null()) {
             errcode(code);

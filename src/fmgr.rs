@@ -129,7 +129,7 @@ pub unsafe fn text_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option
 // leaked); `claim_path` and `sign_jwt` hold a String, which would leak too.
 unsafe extern "C-unwind" {
     #[link_name = "palloc"]
-    fn raw_palloc(size: usize) -> *mut std::ffi::c_void;
+    pub(crate) fn raw_palloc(size: usize) -> *mut std::ffi::c_void;
 }
 
 /// A `text` datum copied from `s` into the current memory context.
