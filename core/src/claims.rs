@@ -357,6 +357,34 @@ mod tests {
     }
 
     #[test]
+    fn exp_is_optional_for_proxy_tokens_only_when_asked() {
+        use crate::keys::KeyOrigin;
+        let c = claims(r#"{"sub": "a", "exp": 1000}"#);
+        let no_exp = claims(r#"{"sub": "a"}"#);
+        let p = ClaimPolicy {
+            proxy_exp_optional: true,
+            ..Default::default()
+        };
+        assert!(no_exp
+            .check(&p.for_origin(KeyOrigin::TrustedProxy), 0.0)
+            .is_ok());
+        assert!(no_exp
+            .check(&p.for_origin(KeyOrigin::Configured), 0.0)
+            .is_err());
+        assert!(no_exp
+            .check(&p.for_origin(KeyOrigin::HmacSecret), 0.0)
+            .is_err());
+        // Present, it is still checked.
+        assert!(c
+            .check(&p.for_origin(KeyOrigin::TrustedProxy), 2000.0)
+            .is_err());
+        let strict = ClaimPolicy::default();
+        assert!(no_exp
+            .check(&strict.for_origin(KeyOrigin::TrustedProxy), 0.0)
+            .is_err());
+    }
+
+    #[test]
     fn issuer_and_audience() {
         let p = ClaimPolicy {
             require_exp: false,
