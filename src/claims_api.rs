@@ -60,13 +60,20 @@ v1_function!(
     hide_statement = false
 );
 
-/// Supabase's auth.jwt(): SQL NULL without a session.
+/// Supabase's auth.jwt(): SQL NULL without a session, except in pg_session_jwt's
+/// configuration, where it is pg_session_jwt's alias of auth.session() (JSON `null`).
 ///
 /// # Safety
 /// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
 /// thread; `fcinfo` is not read.
 unsafe fn jwt_jsonb(_: pg_sys::FunctionCallInfo) -> Answer {
-    Ok(session::current()?.map(|s| varlena_datum(s.jsonb_bytes())))
+    Ok(match session::current()? {
+        Some(s) => Some(varlena_datum(s.jsonb_bytes())),
+        None if session::jwt_is_json_null_without_session() => {
+            Some(varlena_datum(session::json_null()))
+        }
+        None => None,
+    })
 }
 v1_function!(
     auth_jwt,

@@ -35,6 +35,8 @@ pub struct Config {
     replay_rule: ReplayRule,
     /// Some key could verify a token (a configured one, or one the proxy sent).
     has_keys: bool,
+    /// pg_session_jwt's configuration: its conventions win where Supabase's differ.
+    pg_session_jwt_conventions: bool,
 }
 
 /// One session's claims and the answers derived from them.
@@ -271,6 +273,7 @@ fn load_config(generation: u64) -> Config {
             ReplayRule::Strict
         },
         has_keys: static_keys || proxy_key_sent,
+        pg_session_jwt_conventions: compatible,
     }
 }
 
@@ -305,6 +308,12 @@ fn no_key() -> AuthError {
     AuthError::not_configured(
         "no key is configured: set pg_rls_auth.jwks or pg_rls_auth.jwt_secret_file",
     )
+}
+
+/// Whether auth.jwt() answers JSON `null` without a session, as pg_session_jwt's does, rather
+/// than SQL NULL, as Supabase's does: only in pg_session_jwt's configuration.
+pub fn jwt_is_json_null_without_session() -> bool {
+    BACKEND.with_borrow_mut(|b| config(b).pg_session_jwt_conventions)
 }
 
 fn stored() -> Option<StoredSession<'static>> {

@@ -247,19 +247,16 @@ fn without_a_proxy_key_claims_come_from_request_claims() {
             assert_eq!(text(&mut c, &sql).as_deref(), Some(expected), "{sql}");
         }
     }
-    // No claims: auth.session() is JSON null, as in pg_session_jwt; auth.jwt() is SQL NULL,
-    // as in Supabase (see the README's compatibility table).
+    // No claims: auth.session() and auth.jwt() are JSON null, as in pg_session_jwt (outside
+    // this configuration auth.jwt() is Supabase's SQL NULL; see the default test below).
     let mut c = p.connect_without_key();
     c.batch_execute("RESET request.jwt.claims").unwrap();
-    assert_eq!(
-        text(&mut c, "SELECT auth.session()::text").as_deref(),
-        Some("null")
-    );
-    assert_eq!(
-        boolean(&mut c, "SELECT auth.session() IS NULL"),
-        Some(false)
-    );
-    assert_eq!(boolean(&mut c, "SELECT auth.jwt() IS NULL"), Some(true));
+    for f in ["session", "jwt"] {
+        let sql = format!("SELECT auth.{f}()::text");
+        assert_eq!(text(&mut c, &sql).as_deref(), Some("null"), "{sql}");
+        let sql = format!("SELECT auth.{f}() IS NULL");
+        assert_eq!(boolean(&mut c, &sql), Some(false), "{sql}");
+    }
     // Organizations from claims.
     let mut c = p.connect_without_key();
     c.batch_execute("RESET request.jwt.claims").unwrap();
@@ -401,6 +398,7 @@ fn the_default_configuration_differs_on_purpose() {
         text(&mut c, "SELECT auth.session()::text").as_deref(),
         Some("null")
     );
+    assert_eq!(boolean(&mut c, "SELECT auth.jwt() IS NULL"), Some(true));
     assert_eq!(
         err_code(init(&mut c, &p.token(json!({"sub": "x", "jti": 1})), false)),
         "55000"
