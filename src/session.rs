@@ -31,12 +31,22 @@ pub struct Config {
     max_token_bytes: usize,
     /// The secret file as it was read, to notice a replaced file at the next verification.
     secret_file: Option<secret_file::Stamp>,
-    /// Replay protection for tokens a trusted proxy's key verified.
-    replay_rule: ReplayRule,
     /// Some key could verify a token (a configured one, or one the proxy sent).
     has_keys: bool,
-    /// pg_session_jwt's configuration: its conventions win where Supabase's differ.
+    /// pg_session_jwt's configuration: its rules for the proxy's tokens (replay, `exp`) and
+    /// its conventions where Supabase's differ.
     pg_session_jwt_conventions: bool,
+}
+
+impl Config {
+    /// Replay protection for tokens a trusted proxy's key verified.
+    fn replay_rule(&self) -> ReplayRule {
+        if self.pg_session_jwt_conventions {
+            ReplayRule::PgSessionJwt
+        } else {
+            ReplayRule::Strict
+        }
+    }
 }
 
 /// One session's claims and the answers derived from them.
@@ -173,7 +183,9 @@ fn now_secs() -> f64 {
 
 /// Every key the settings name, with the claim checks: an error when any of them cannot be
 /// read, parsed or trusted.
-fn load_verifier() -> Result<(KeySet, ClaimPolicy, Option<secret_file::Stamp>), AuthError> {
+fn load_verifier(
+    compatible: bool,
+) -> Result<(KeySet, ClaimPolicy, Option<secret_file::Stamp>), AuthError> {
     let mut keys = KeySet::new();
     if let Some(jwks) = guc::string_value(&guc::JWKS, "pg_rls_auth.jwks")? {
         keys.add_jwks(jwks, KeyOrigin::Configured, "pg_rls_auth.jwks")?;
@@ -227,7 +239,7 @@ fn load_verifier() -> Result<(KeySet, ClaimPolicy, Option<secret_file::Stamp>), 
         require_exp: guc::REQUIRE_EXP.get(),
         issuer: guc::string_value(&guc::ISSUER, "pg_rls_auth.issuer")?.map(String::from),
         audiences,
-        proxy_exp_optional: pg_session_jwt_compatible(),
+        proxy_exp_optional: compatible,
     };
     Ok((keys, policy, stamp))
 }
@@ -256,7 +268,7 @@ fn load_config(generation: u64) -> Config {
         || guc::bytes_value(&guc::JWT_SECRET_FILE).is_some();
     let verified_mode =
         static_keys || (guc::TRUSTED_PROXY.get() && (proxy_key_sent || !compatible));
-    let (keys, policy, secret_file) = match load_verifier() {
+    let (keys, policy, secret_file) = match load_verifier(compatible) {
         Ok((keys, policy, stamp)) => (Ok(keys), policy, stamp),
         Err(e) => (Err(e), ClaimPolicy::default(), None),
     };
@@ -267,11 +279,6 @@ fn load_config(generation: u64) -> Config {
         policy,
         max_token_bytes: guc::MAX_TOKEN_BYTES.get() as usize,
         secret_file,
-        replay_rule: if compatible {
-            ReplayRule::PgSessionJwt
-        } else {
-            ReplayRule::Strict
-        },
         has_keys: static_keys || proxy_key_sent,
         pg_session_jwt_conventions: compatible,
     }
@@ -540,7 +547,7 @@ fn verify_cached(b: &mut Backend, token: &str) -> Result<Claims, Raise> {
     };
     if origin == KeyOrigin::TrustedProxy {
         b.replay
-            .admit(config.replay_rule, token, claims.jti_integer())?;
+            .admit(config.replay_rule(), token, claims.jti_integer())?;
     }
     Ok(claims)
 }
