@@ -29,9 +29,9 @@ def median(fn, runs=RUNS):
 
 
 class Bench:
-    def __init__(self, host, port):
+    def __init__(self, host, port, pgbench):
         self.conninfo = f"host={host} port={port} user=postgres dbname=bench"
-        self.host, self.port = host, port
+        self.host, self.port, self.pgbench_path = host, port, pgbench
         self.results = []  # (case, label, value, unit, baseline label, ratio)
 
     def connect(self, **settings):
@@ -247,7 +247,7 @@ class Bench:
                 def once():
                     out = subprocess.run(
                         ["runuser", "-u", "postgres", "--", "env", f"PGOPTIONS={env['PGOPTIONS']}",
-                         "/usr/lib/postgresql/15/bin/pgbench", "-h", self.host, "-p", str(self.port), "-U", "postgres",
+                         self.pgbench_path, "-h", self.host, "-p", str(self.port), "-U", "postgres",
                          "-n", "-f", str(path), "-c", str(clients), "-j", str(min(clients, 2)), "-T", "4", "bench"],
                         check=True, capture_output=True, text=True).stdout
                     line = next(line for line in out.splitlines() if line.startswith("tps"))
@@ -322,11 +322,10 @@ def svg_chart(results, path):
     Path(path).write_text("\n".join(out) + "\n")
 
 
-def report(bench, out_dir, header):
-    today = datetime.date.today().isoformat()
+def report(bench, out_dir, name, header):
     out_dir.mkdir(parents=True, exist_ok=True)
-    md, svg = out_dir / f"{today}.md", out_dir / f"{today}.svg"
-    lines = [f"# pg_rls_auth benchmark, {today}", "", header, "",
+    md, svg = out_dir / f"{name}.md", out_dir / f"{name}.svg"
+    lines = [f"# pg_rls_auth benchmark, {name}", "", header, "",
              f"Each figure is the median of {RUNS} runs (raw runs in brackets); ratios compare with the "
              "baseline named, measured in the same run.", ""]
     case = None
@@ -340,7 +339,8 @@ def report(bench, out_dir, header):
     lines += ["", f"![chart]({svg.name})", ""]
     md.write_text("\n".join(lines))
     svg_chart(bench.results, svg)
-    (out_dir / f"{today}.json").write_text(json.dumps(bench.results, indent=1, default=float))
+    (out_dir / f"{name}.json").write_text(json.dumps({"header": header, "results": bench.results},
+                                                     indent=1, default=float))
     print(f"wrote {md} and {svg}")
 
 
@@ -349,17 +349,19 @@ def main():
     ap.add_argument("--host", required=True)
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--baselines", required=True)
+    ap.add_argument("--pgbench", required=True)
     ap.add_argument("--out", required=True)
+    ap.add_argument("--name", default=datetime.date.today().isoformat(), help="report file name, no suffix")
     ap.add_argument("--header", default="")
     args = ap.parse_args()
-    bench = Bench(args.host, args.port)
+    bench = Bench(args.host, args.port, args.pgbench)
     bench.prepare(args.baselines)
     started = time.time()
     for step in (bench.per_row, bench.rls_scan, bench.session_init, bench.limiter, bench.memory):
         print(f"== {step.__name__}", flush=True)
         step()
     print(f"measured in {time.time() - started:.0f} s")
-    report(bench, Path(args.out), args.header + f"\n\nPython {platform.python_version()}, psycopg {psycopg.__version__}.")
+    report(bench, Path(args.out), args.name, args.header + f"\n\nPython {platform.python_version()}, psycopg {psycopg.__version__}.")
 
 
 if __name__ == "__main__":

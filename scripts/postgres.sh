@@ -5,7 +5,9 @@
 # $PG_RLS_AUTH_PG_PREFIX/<major> (default /var/cache/pg_rls_auth/postgresql), outside the clone
 # and kept between runs: a warm machine skips every step. Only deb-src lines are added (in a
 # file of our own); no binary package of another suite is ever installed.
-#   bash scripts/postgres.sh [MAJOR...]     (default: 17 18)
+# MAJOR-release builds the same source without assertions into <prefix>/MAJOR-release, for the
+# benchmarks (assertions slow everything down several times).
+#   bash scripts/postgres.sh [MAJOR[-release]...]     (default: 17 18)
 set -euo pipefail
 
 prefix_root=${PG_RLS_AUTH_PG_PREFIX:-/var/cache/pg_rls_auth/postgresql}
@@ -72,10 +74,16 @@ fetch_source() {
   return 1
 }
 
-for major in "${majors[@]}"; do
-  prefix=$prefix_root/$major
+for build in "${majors[@]}"; do
+  major=${build%-release}
+  prefix=$prefix_root/$build
+  if [[ $build == *-release ]]; then
+    flavor="without assertions"; checks=()
+  else
+    flavor="with assertions"; checks=(--enable-cassert)
+  fi
   if [[ -x $prefix/bin/pg_config && -f $prefix/.built ]]; then
-    log "PostgreSQL $major present ($prefix)"
+    log "PostgreSQL $build present ($prefix)"
     continue
   fi
   suite=$(suite_of "$major")
@@ -89,7 +97,7 @@ for major in "${majors[@]}"; do
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   fi
   need_sources
-  src=$prefix_root/src/$major
+  src=$prefix_root/src/$build
   rm -rf "$src" && mkdir -p "$src"
   log "fetching the source of postgresql-$major ($suite)"
   fetch_source "$major" "$suite" "$src"
@@ -97,10 +105,10 @@ for major in "${majors[@]}"; do
   # Upstream's tree as released: Debian's packaging patches are not needed for a test build.
   # The signature and checksums of every file are verified (Debian's keyrings).
   (cd "$src" && dpkg-source --require-valid-signature --skip-patches -x "$dsc" tree >/dev/null)
-  log "building PostgreSQL $major with assertions into $prefix (several minutes)"
+  log "building PostgreSQL $major $flavor into $prefix (several minutes)"
   (
     cd "$src/tree"
-    ./configure --prefix="$prefix" --enable-cassert --enable-debug --without-icu \
+    ./configure --prefix="$prefix" "${checks[@]}" --enable-debug --without-icu \
       >"$src/configure.log" 2>&1 || { tail -30 "$src/configure.log"; exit 1; }
     make -j"$(nproc)" -s >"$src/make.log" 2>&1 || { tail -40 "$src/make.log"; exit 1; }
     make -s install >"$src/install.log" 2>&1 || { tail -40 "$src/install.log"; exit 1; }

@@ -14,7 +14,9 @@ type Answer = Result<Option<pg_sys::Datum>, Raise>;
 /// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
 /// thread; `fcinfo` is not read.
 unsafe fn user_id(_: pg_sys::FunctionCallInfo) -> Answer {
-    Ok(session::current()?.and_then(|s| s.user_id.as_deref().map(text_datum)))
+    session::current()?
+        .and_then(|s| s.user_id.as_deref().map(text_datum))
+        .transpose()
 }
 v1_function!(
     auth_user_id,
@@ -48,10 +50,11 @@ v1_function!(
 /// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
 /// thread; `fcinfo` is not read.
 unsafe fn session_jsonb(_: pg_sys::FunctionCallInfo) -> Answer {
-    Ok(Some(match session::current()? {
+    match session::current()? {
         Some(s) => varlena_datum(s.jsonb_bytes()),
         None => varlena_datum(session::json_null()),
-    }))
+    }
+    .map(Some)
 }
 v1_function!(
     auth_session,
@@ -67,13 +70,13 @@ v1_function!(
 /// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
 /// thread; `fcinfo` is not read.
 unsafe fn jwt_jsonb(_: pg_sys::FunctionCallInfo) -> Answer {
-    Ok(match session::current()? {
-        Some(s) => Some(varlena_datum(s.jsonb_bytes())),
+    match session::current()? {
+        Some(s) => varlena_datum(s.jsonb_bytes()).map(Some),
         None if session::jwt_is_json_null_without_session() => {
-            Some(varlena_datum(session::json_null()))
+            varlena_datum(session::json_null()).map(Some)
         }
-        None => None,
-    })
+        None => Ok(None),
+    }
 }
 v1_function!(
     auth_jwt,
@@ -82,13 +85,12 @@ v1_function!(
     hide_statement = false
 );
 
-/// A top-level claim as text (auth.role(), auth.email(), auth.organization_id() use paths).
+/// The claim at `path` as text (as auth.claim() reads it: a dotted path into the claims).
 fn claim_path(path: &str) -> Answer {
-    // Note: `text_datum`'s raw palloc can longjmp (out of memory) while the claim String `v`
-    // is live; it would leak (see `fmgr`).
-    Ok(session::current()?
+    session::current()?
         .and_then(|s| s.claim_text(path))
-        .map(|v| text_datum(&v)))
+        .map(|v| text_datum(&v))
+        .transpose()
 }
 
 /// # Safety
@@ -113,7 +115,7 @@ v1_function!(
 );
 
 /// A uuid datum (16 bytes, by reference).
-fn uuid_datum(bytes: [u8; 16]) -> pg_sys::Datum {
+fn uuid_datum(bytes: [u8; 16]) -> Result<pg_sys::Datum, Raise> {
     varlena_datum(&bytes)
 }
 
@@ -121,7 +123,9 @@ fn uuid_datum(bytes: [u8; 16]) -> pg_sys::Datum {
 /// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
 /// thread; `fcinfo` is not read.
 unsafe fn uid(_: pg_sys::FunctionCallInfo) -> Answer {
-    Ok(session::current()?.and_then(|s| s.uid.map(uuid_datum)))
+    session::current()?
+        .and_then(|s| s.uid.map(uuid_datum))
+        .transpose()
 }
 v1_function!(auth_uid, pg_finfo_auth_uid, uid, hide_statement = false);
 
@@ -129,7 +133,9 @@ v1_function!(auth_uid, pg_finfo_auth_uid, uid, hide_statement = false);
 /// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
 /// thread; `fcinfo` is not read.
 unsafe fn organization(_: pg_sys::FunctionCallInfo) -> Answer {
-    Ok(session::current()?.and_then(|s| s.organization_jsonb().map(varlena_datum)))
+    session::current()?
+        .and_then(|s| s.organization_jsonb().map(varlena_datum))
+        .transpose()
 }
 v1_function!(
     auth_organization,
@@ -142,7 +148,9 @@ v1_function!(
 /// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
 /// thread; `fcinfo` is not read.
 unsafe fn organization_id(_: pg_sys::FunctionCallInfo) -> Answer {
-    Ok(session::current()?.and_then(|s| s.organization_id.map(uuid_datum)))
+    session::current()?
+        .and_then(|s| s.organization_id.map(uuid_datum))
+        .transpose()
 }
 v1_function!(
     auth_organization_id,

@@ -24,6 +24,7 @@ pub const INVALID_PARAMETER_VALUE: [u8; 5] = *b"22023";
 pub const OBJECT_NOT_IN_PREREQUISITE_STATE: [u8; 5] = *b"55000";
 pub const INSUFFICIENT_PRIVILEGE: [u8; 5] = *b"42501";
 pub const READ_ONLY_SQL_TRANSACTION: [u8; 5] = *b"25006";
+pub const OUT_OF_MEMORY: [u8; 5] = *b"53200";
 /// PostgREST maps SQLSTATE `PTxyz` to HTTP status xyz.
 pub const TOO_MANY_REQUESTS: [u8; 5] = *b"PT429";
 
@@ -78,23 +79,23 @@ fn make_sqlstate(code: [u8; 5]) -> c_int {
         .fold(0, |acc, (i, v)| acc | (v << (6 * i)))
 }
 
-/// A palloc'd C string (NUL bytes replaced): freed by PostgreSQL with the memory context.
+/// A palloc'd C string (NUL bytes replaced), freed by PostgreSQL with the memory context; a
+/// fixed text when the memory is not there.
 fn pstr(s: &str) -> *const c_char {
     let len = s.len();
-    // SAFETY: main thread (the only one this extension runs on). `raw_palloc` is PostgreSQL's
-    // palloc called directly: it returns a writable block of `len + 1` bytes in
-    // CurrentMemoryContext, or raises ERROR (out of memory) with a longjmp. Nothing here needs
-    // dropping (only the borrowed `s` and raw pointers are live), so that longjmp is sound;
-    // `raise`'s own values are then leaked, not dropped, which is also sound. The loop writes
-    // `len` bytes and the NUL the last one: in bounds, and `s` cannot overlap the new block.
+    let Some(p) = crate::fmgr::palloc_no_raise(len + 1) else {
+        return c"(pg_rls_auth: out of memory for the message)".as_ptr();
+    };
+    let p = p.as_ptr();
+    // SAFETY: `p` is a fresh writable block of `len + 1` bytes; the loop writes `len` bytes
+    // and the NUL the last one: in bounds, and `s` cannot overlap the new block.
     unsafe {
-        let p = crate::fmgr::raw_palloc(len + 1) as *mut u8;
         for (i, b) in s.bytes().enumerate() {
             *p.add(i) = if b == 0 { b'?' } else { b };
         }
         *p.add(len) = 0;
-        p as *const c_char
     }
+    p as *const c_char
 }
 
 /// Raises `r` as an ERROR. Call only from a frame that owns no other Rust values.
@@ -120,8 +121,6 @@ pub unsafe fn raise(r: Raise, hide_statement: bool) -> ! {
     // this frame, which holds only raw pointers and integers (`r` was dropped above), and the
     // caller's frames, which hold only Copy values (caller's obligation: `fmgr::call` and the
     // v1 entry point).
-    // The `pstr` calls above use PostgreSQL's palloc directly: out of memory there longjmps
-    // like this ERROR would, leaking `r` rather than unwinding through C frames.
     unsafe {
         if errstart(pgrx::PgLogLevel::ERROR as c_int, std::ptr::null()) {
             errcode(code);

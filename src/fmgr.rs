@@ -3,7 +3,7 @@
 //! datum without a conversion layer. pgrx still guards the body: a Rust panic or a PostgreSQL
 //! error inside becomes an ordinary ERROR.
 
-use crate::errors::{raise, Raise};
+use crate::errors::{raise, Raise, OUT_OF_MEMORY};
 use pgrx::pg_sys;
 
 pub type Body = unsafe fn(pg_sys::FunctionCallInfo) -> Result<Option<pg_sys::Datum>, Raise>;
@@ -24,8 +24,8 @@ pub unsafe fn call(
     // obligation). `body`'s own obligations (valid `fcinfo`, argument types) are ours. Inside,
     // a Rust panic, or an ERROR that a guarded pg_sys call turned into one, unwinds the
     // body's values and is raised again as an ERROR from within the guard, over these frames.
-    // Unguarded raw calls inside the body (`text_datum`'s palloc, the memory store's
-    // LWLockAcquire, get_guc_variables on 16+) longjmp past the guard instead: see there.
+    // Unguarded raw calls inside the body (the memory store's LWLockAcquire) longjmp past
+    // the guard instead: see there.
     let result = unsafe { pg_sys::panic::pgrx_extern_c_guard(|| body(fcinfo)) };
     match result {
         Ok(Some(datum)) => datum,
@@ -122,45 +122,63 @@ pub unsafe fn text_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option
     }
 }
 
-// palloc called directly rather than through pgrx's guarded wrapper (a longjmp catch per
-// call, a measurable share of a per-row accessor). It raises only when out of memory (or for
-// a request over 1 GB); that longjmp skips the calling frames without unwinding them, and
-// skips `fmgr::call`'s guard. Callers are meant to hold at most a reference count (then
-// leaked); `claim_path` and `sign_jwt` hold a String, which would leak too.
+// palloc_extended called directly rather than through pgrx's guarded wrapper (a longjmp catch
+// per call, a measurable share of a per-row accessor). Only `palloc_no_raise` calls it, in the
+// one way that cannot raise, so no caller ever has frames skipped by a longjmp.
 unsafe extern "C-unwind" {
-    #[link_name = "palloc"]
-    pub(crate) fn raw_palloc(size: usize) -> *mut std::ffi::c_void;
+    #[link_name = "palloc_extended"]
+    fn raw_palloc_extended(size: usize, flags: std::ffi::c_int) -> *mut std::ffi::c_void;
+}
+
+/// PostgreSQL's MaxAllocSize: palloc raises for anything larger, whatever the flags.
+const MAX_ALLOC_SIZE: usize = 0x3fff_ffff;
+
+/// A block of `size` bytes in CurrentMemoryContext, MAXALIGNed, or None when it is over
+/// MaxAllocSize or the memory is not there. Never raises.
+pub(crate) fn palloc_no_raise(size: usize) -> Option<std::ptr::NonNull<u8>> {
+    if size > MAX_ALLOC_SIZE {
+        return None;
+    }
+    // SAFETY: main thread (the only one this extension runs on), where CurrentMemoryContext
+    // is valid. palloc_extended raises only for a size over MaxAllocSize (excluded above) or,
+    // without MCXT_ALLOC_NO_OOM, when out of memory; with it, it returns NULL instead. So
+    // this call returns normally and the Rust frames above it are never skipped.
+    let p = unsafe { raw_palloc_extended(size, pg_sys::MCXT_ALLOC_NO_OOM as std::ffi::c_int) };
+    std::ptr::NonNull::new(p.cast::<u8>())
+}
+
+fn out_of_memory(size: usize) -> Raise {
+    Raise::new(
+        OUT_OF_MEMORY,
+        format!("pg_rls_auth: cannot allocate a result of {size} bytes"),
+    )
 }
 
 /// A `text` datum copied from `s` into the current memory context.
-pub fn text_datum(s: &str) -> pg_sys::Datum {
+pub fn text_datum(s: &str) -> Result<pg_sys::Datum, Raise> {
     let size = pg_sys::VARHDRSZ + s.len();
-    // SAFETY: main thread, inside a V1 call, so CurrentMemoryContext is the one the result
-    // must live in. palloc returns a MAXALIGNed (so 4-byte aligned) block of `size` bytes, or
-    // raises for a request over MaxAllocSize (1 GB - 1), so `size` fits set_varsize_4b's
-    // limit when it returns. The copy writes s.len() bytes after the 4-byte header: in
-    // bounds, and `s` cannot overlap a fresh block. An ERROR from the raw palloc longjmps
-    // past this frame (only a borrow and integers) and its callers, which must hold nothing
-    // that needs dropping (see above: two callers hold a String, which then leaks).
+    let p = palloc_no_raise(size)
+        .ok_or_else(|| out_of_memory(size))?
+        .as_ptr();
+    // SAFETY: `p` is a fresh MAXALIGNed (so 4-byte aligned) block of `size` bytes, and `size`
+    // is at most MaxAllocSize, within set_varsize_4b's limit. The copy writes s.len() bytes
+    // after the 4-byte header: in bounds, and `s` cannot overlap a fresh block. Plain writes:
+    // nothing can raise.
     unsafe {
-        let p = raw_palloc(size) as *mut u8;
         pgrx::set_varsize_4b(p as *mut pg_sys::varlena, size as i32);
         std::ptr::copy_nonoverlapping(s.as_ptr(), p.add(pg_sys::VARHDRSZ), s.len());
-        pg_sys::Datum::from(p)
     }
+    Ok(pg_sys::Datum::from(p))
 }
 
 /// A copy of a cached varlena (e.g. jsonb) in the current memory context.
-pub fn varlena_datum(bytes: &[u8]) -> pg_sys::Datum {
-    // SAFETY: as in `text_datum`: main thread, inside a V1 call; palloc returns a MAXALIGNed
-    // block of bytes.len() bytes (enough alignment for jsonb and uuid) or raises, and the copy
-    // fills exactly that block from a non-overlapping slice. `bytes` is a complete datum
-    // image (a 4-byte-header jsonb from `jsonb_in`, or a 16-byte uuid). An ERROR from the raw
-    // palloc longjmps past this frame and the callers, which hold at most an Rc<Session>
-    // (its count then leaks) or a 'static slice.
-    unsafe {
-        let p = raw_palloc(bytes.len()) as *mut u8;
-        std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len());
-        pg_sys::Datum::from(p)
-    }
+pub fn varlena_datum(bytes: &[u8]) -> Result<pg_sys::Datum, Raise> {
+    let p = palloc_no_raise(bytes.len())
+        .ok_or_else(|| out_of_memory(bytes.len()))?
+        .as_ptr();
+    // SAFETY: `p` is a fresh MAXALIGNed block (enough alignment for jsonb and uuid) of
+    // bytes.len() bytes, filled exactly from a non-overlapping slice. `bytes` is a complete
+    // datum image (a 4-byte-header jsonb from `jsonb_in`, or a 16-byte uuid). Plain writes.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), p, bytes.len()) };
+    Ok(pg_sys::Datum::from(p))
 }

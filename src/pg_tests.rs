@@ -120,8 +120,15 @@ mod tests {
         Spi::run("SET pg_rls_auth.rate_limit_store = 'table'").unwrap();
         let few = table_cost_of_checks(10, "few");
         let many = table_cost_of_checks(10_000, "many");
-        assert_eq!(few, many, "(reads, inserts, updates) of 10 vs 10,000 checks");
-        assert_eq!((few.1, few.2), (1, 0), "one insert and no update per fresh key");
+        assert_eq!(
+            few, many,
+            "(reads, inserts, updates) of 10 vs 10,000 checks"
+        );
+        assert_eq!(
+            (few.1, few.2),
+            (1, 0),
+            "one insert and no update per fresh key"
+        );
         for i in 0..8 {
             assert_eq!(table_cost_of_checks(1_000, &format!("k{i}")), few);
         }

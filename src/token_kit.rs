@@ -59,9 +59,7 @@ unsafe fn sign_jwt(fcinfo: pg_sys::FunctionCallInfo) -> Result<Option<pg_sys::Da
     // Key sizes are bounded (a few hundred ms at most for the largest RSA key); a statement
     // cancelled before that starts is honoured here.
     pgrx::check_for_interrupts!();
-    // Note: `text_datum`'s raw palloc can longjmp (out of memory, or a token over 1 GB) while
-    // the token String and `claims` are live; they would leak (see `fmgr`).
-    Ok(Some(text_datum(&token_kit::sign_jwt(&claims.0, key, alg)?)))
+    text_datum(&token_kit::sign_jwt(&claims.0, key, alg)?).map(Some)
 }
 v1_function!(
     auth_sign_jwt,

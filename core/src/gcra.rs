@@ -216,7 +216,8 @@ mod tests {
 
     #[test]
     fn no_boundary_burst() {
-        // A fixed hourly window would admit 2x the limit around the hour; GCRA admits limit + 1.
+        // A fixed hourly window would admit 2x the limit around the hour; GCRA admits the limit:
+        // the budget spent just before the hour is not refilled just after it.
         let l = Limit::new(10, 3600).unwrap();
         let mut s = State::default();
         let before = 3599 * SEC;

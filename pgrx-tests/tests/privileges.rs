@@ -170,9 +170,10 @@ fn without_preload_startup_and_set_values_cannot_replace_the_configuration() {
         attacker.public
     );
     let mut alice = cluster.connect("alice", "app", &options);
-    // PostgreSQL drops them, but with them the configured key (their reset value is now
-    // alice's, refused): the connection fails closed instead of running without a key, where
-    // request.jwt.claims would be trusted.
+    // PostgreSQL drops the values, and the configured key with them (the settings fall back
+    // to their built-in defaults). pg_rls_auth notices and refuses every session on this
+    // connection (42501) instead of running without a key, where request.jwt.claims would be
+    // trusted.
     alice
         .batch_execute(r#"SET request.jwt.claims = '{"sub":"mallory"}'"#)
         .unwrap();

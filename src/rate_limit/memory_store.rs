@@ -225,14 +225,18 @@ pub fn count_table_check(allowed: bool) -> bool {
     if !available() {
         return false;
     }
-    // SAFETY: `available()`, so HEADER points to the initialised block; only the atomics are
-    // used. Assumed, not exact: the reference covers the whole Header, including the
-    // partitions' plain counters that other backends write under partition locks not held
-    // here (a field reference, `&(*HEADER).checks`, would claim only what is used).
-    let h = unsafe { &*HEADER };
-    h.checks.fetch_add(1, Ordering::Relaxed);
-    h.admitted.fetch_add(u64::from(allowed), Ordering::Relaxed);
+    let (checks, admitted) = table_store_counters();
+    checks.fetch_add(1, Ordering::Relaxed);
+    admitted.fetch_add(u64::from(allowed), Ordering::Relaxed);
     true
+}
+
+/// The table store's two counters: atomics, so shared references without a lock are sound.
+fn table_store_counters() -> (&'static AtomicU64, &'static AtomicU64) {
+    // SAFETY: callers run only when `available()`, so HEADER points to the initialised block,
+    // which lives as long as the server. The references cover these two atomic fields only,
+    // never the partitions' plain counters, which other backends write under their locks.
+    unsafe { (&(*HEADER).checks, &(*HEADER).admitted) }
 }
 
 /// Each partition's stats, read under its lock.
@@ -253,13 +257,10 @@ fn partition_stats() -> impl Iterator<Item = (u32, u64, u64, u64)> {
 
 pub fn counters() -> Option<Counters> {
     available().then(|| {
-        // SAFETY: as in `count_table_check`: HEADER is initialised, only the atomics are read
-        // through `h`, and the same whole-Header reference caveat applies (the partition
-        // stats are read by partition_stats under their locks, through raw pointers).
-        let h = unsafe { &*HEADER };
+        let (checks, admitted) = table_store_counters();
         let mut c = Counters {
-            checks: h.checks.load(Ordering::Relaxed),
-            admitted: h.admitted.load(Ordering::Relaxed),
+            checks: checks.load(Ordering::Relaxed),
+            admitted: admitted.load(Ordering::Relaxed),
             ..Counters::default()
         };
         for (_, checks, admitted, evictions) in partition_stats() {
