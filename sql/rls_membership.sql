@@ -22,11 +22,9 @@ SELECT rolname, rolcanlogin, rolbypassrls, rolsuper FROM pg_roles WHERE rolname 
 SELECT table_name, privilege_type FROM information_schema.role_table_grants
  WHERE grantee = 'cloud_membership_reader' ORDER BY 1, 2;
 
-SELECT auth.generate_jwk() AS signing_key \gset
-SELECT set_config('pg_rls_auth.jwks', auth.public_jwk(:'signing_key')::text, false) IS NOT NULL AS key_configured;
-CREATE FUNCTION pg_temp.token(claims jsonb, key text) RETURNS text LANGUAGE sql AS $$
-  SELECT auth.sign_jwt(claims || jsonb_build_object('exp', extract(epoch FROM now())::bigint + 3600), key)
-$$;
+\set signing_alg EdDSA
+\set prelude :abs_srcdir '/sql/include/signing_key.sql'
+\i :prelude
 CREATE FUNCTION pg_temp.login(token text) RETURNS text LANGUAGE sql AS $$
   SELECT auth.jwt_session_init(token);
   SELECT auth.user_id()

@@ -49,11 +49,9 @@ SELECT grantee, table_name, string_agg(column_name, ', ' ORDER BY column_name) A
  GROUP BY 1, 2 ORDER BY 2;
 
 -- Keys and tokens (the private key stays here, in the test).
-SELECT auth.generate_jwk() AS signing_key \gset
-SELECT set_config('pg_rls_auth.jwks', auth.public_jwk(:'signing_key')::text, false) IS NOT NULL AS key_configured;
-CREATE FUNCTION pg_temp.token(claims jsonb, key text) RETURNS text LANGUAGE sql AS $$
-  SELECT auth.sign_jwt(claims || jsonb_build_object('exp', extract(epoch FROM now())::bigint + 3600), key)
-$$;
+\set signing_alg EdDSA
+\set prelude :abs_srcdir '/sql/include/signing_key.sql'
+\i :prelude
 CREATE FUNCTION pg_temp.login(token text) RETURNS text LANGUAGE sql AS $$
   SELECT auth.jwt_session_init(token);
   SELECT current_user || ': ' || auth.claim('name') || ' in ' || auth.claim('workspace_id')

@@ -16,11 +16,9 @@ SELECT c.relname, c.relrowsecurity, c.relforcerowsecurity,
 
 -- A key, configured by the superuser; tokens minted with the token kit (the private key stays
 -- in this test).
-SELECT auth.generate_jwk() AS signing_key \gset
-SELECT set_config('pg_rls_auth.jwks', auth.public_jwk(:'signing_key')::text, false) IS NOT NULL AS key_configured;
-CREATE FUNCTION pg_temp.token(claims jsonb, key text) RETURNS text LANGUAGE sql AS $$
-  SELECT auth.sign_jwt(claims || jsonb_build_object('exp', extract(epoch FROM now())::bigint + 3600), key)
-$$;
+\set signing_alg EdDSA
+\set prelude :abs_srcdir '/sql/include/signing_key.sql'
+\i :prelude
 CREATE FUNCTION pg_temp.login(token text) RETURNS text LANGUAGE sql AS $$
   SELECT auth.jwt_session_init(token);
   SELECT current_user || ' as ' || auth.claim('name')

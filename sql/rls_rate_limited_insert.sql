@@ -15,11 +15,9 @@ SELECT relrowsecurity, relforcerowsecurity, pg_get_indexdef(i.indexrelid) AS aut
   FROM pg_class c JOIN pg_index i ON i.indrelid = c.oid
  WHERE c.oid = 'public.comments'::regclass AND NOT i.indisprimary;
 
-SELECT auth.generate_jwk() AS signing_key \gset
-SELECT set_config('pg_rls_auth.jwks', auth.public_jwk(:'signing_key')::text, false) IS NOT NULL AS key_configured;
-CREATE FUNCTION pg_temp.token(claims jsonb, key text) RETURNS text LANGUAGE sql AS $$
-  SELECT auth.sign_jwt(claims || jsonb_build_object('exp', extract(epoch FROM now())::bigint + 3600), key)
-$$;
+\set signing_alg EdDSA
+\set prelude :abs_srcdir '/sql/include/signing_key.sql'
+\i :prelude
 CREATE FUNCTION pg_temp.login(token text) RETURNS text LANGUAGE sql AS $$
   SELECT auth.jwt_session_init(token);
   SELECT auth.user_id()

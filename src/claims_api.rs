@@ -2,162 +2,163 @@
 //! auth.session()/auth.jwt() and the Supabase/Neon helpers. Hand-written V1 functions so the
 //! answer is a copy of a cached value, with no conversion layer in between.
 
-use crate::errors::Raise;
-use crate::fmgr::{arg, text_datum, varlena_datum};
+use crate::fmgr::{Answer, Datum, Jsonb, Text, Uuid};
 use crate::session;
-use crate::v1_function;
-use pgrx::pg_sys;
+use crate::sql_function;
 
-type Answer = Result<Option<pg_sys::Datum>, Raise>;
-
-/// # Safety
-/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
-/// thread; `fcinfo` is not read.
-unsafe fn user_id(_: pg_sys::FunctionCallInfo) -> Answer {
+fn user_id() -> Answer<Text> {
     session::current()?
-        .and_then(|s| s.user_id.as_deref().map(text_datum))
+        .and_then(|s| s.user_id.as_deref().map(Datum::text))
         .transpose()
 }
-v1_function!(
-    auth_user_id,
-    pg_finfo_auth_user_id,
-    user_id,
-    hide_statement = false
-);
-
-/// # Safety
-/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
-/// thread, with a valid `fcinfo` for `auth.claim(path text)`.
-unsafe fn claim(fcinfo: pg_sys::FunctionCallInfo) -> Answer {
-    // SAFETY: valid `fcinfo` whose argument 0 is text (caller's obligation, per the SQL
-    // declaration below); the &str is used only during this call. Conversion errors are
-    // panics for the guard.
-    match unsafe { arg::<&str>(fcinfo, 0) } {
-        Some(path) => claim_path(path),
-        None => Ok(None),
-    }
+sql_function! {
+    symbol = auth_user_id, finfo = pg_finfo_auth_user_id, name = "auth_user_id",
+    body = user_id() -> Text,
+    hide_statement = false,
+    sql = r#"
+CREATE FUNCTION auth.user_id() RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_user_id';
+COMMENT ON FUNCTION auth.user_id() IS 'The sub claim of the session (NULL without one)';
+"#,
 }
-v1_function!(
-    auth_claim,
-    pg_finfo_auth_claim,
-    claim,
-    hide_statement = false
-);
+
+fn uid() -> Answer<Uuid> {
+    session::current()?
+        .and_then(|s| s.uid.map(Datum::uuid))
+        .transpose()
+}
+sql_function! {
+    symbol = auth_uid, finfo = pg_finfo_auth_uid, name = "auth_uid",
+    body = uid() -> Uuid,
+    hide_statement = false,
+    sql = r#"
+CREATE FUNCTION auth.uid() RETURNS uuid
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_uid';
+COMMENT ON FUNCTION auth.uid() IS 'The sub claim as a uuid (NULL when sub is not a UUID)';
+"#,
+}
+
+/// The claim at `path` (a dotted path into the claims) as text.
+fn claim(path: Option<&str>) -> Answer<Text> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    session::current()?
+        .and_then(|s| s.claim_text(path))
+        .map(|v| Datum::text(&v))
+        .transpose()
+}
+sql_function! {
+    symbol = auth_claim, finfo = pg_finfo_auth_claim, name = "auth_claim",
+    body = claim(path: Text) -> Text,
+    hide_statement = false,
+    sql = r#"
+CREATE FUNCTION auth.claim(path text) RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_claim';
+COMMENT ON FUNCTION auth.claim(text) IS 'One claim as text; a dotted path reaches into nested objects';
+"#,
+}
 
 /// pg_session_jwt's auth.session(): JSON `null` (not SQL NULL) without a session.
-///
-/// # Safety
-/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
-/// thread; `fcinfo` is not read.
-unsafe fn session_jsonb(_: pg_sys::FunctionCallInfo) -> Answer {
+fn session_jsonb() -> Answer<Jsonb> {
     match session::current()? {
-        Some(s) => varlena_datum(s.jsonb_bytes()),
-        None => varlena_datum(session::json_null()),
+        Some(s) => Datum::copy_of(s.jsonb()),
+        None => Datum::copy_of(session::json_null()),
     }
     .map(Some)
 }
-v1_function!(
-    auth_session,
-    pg_finfo_auth_session,
-    session_jsonb,
-    hide_statement = false
-);
+sql_function! {
+    symbol = auth_session, finfo = pg_finfo_auth_session, name = "auth_session",
+    body = session_jsonb() -> Jsonb,
+    hide_statement = false,
+    sql = r#"
+CREATE FUNCTION auth.session() RETURNS jsonb
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_session';
+COMMENT ON FUNCTION auth.session() IS 'All claims of the session (pg_session_jwt''s name; JSON null without one)';
+"#,
+}
 
 /// Supabase's auth.jwt(): SQL NULL without a session, except in pg_session_jwt's
 /// configuration, where it is pg_session_jwt's alias of auth.session() (JSON `null`).
-///
-/// # Safety
-/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
-/// thread; `fcinfo` is not read.
-unsafe fn jwt_jsonb(_: pg_sys::FunctionCallInfo) -> Answer {
+fn jwt_jsonb() -> Answer<Jsonb> {
     match session::current()? {
-        Some(s) => varlena_datum(s.jsonb_bytes()).map(Some),
+        Some(s) => Datum::copy_of(s.jsonb()).map(Some),
         None if session::jwt_is_json_null_without_session() => {
-            varlena_datum(session::json_null()).map(Some)
+            Datum::copy_of(session::json_null()).map(Some)
         }
         None => Ok(None),
     }
 }
-v1_function!(
-    auth_jwt,
-    pg_finfo_auth_jwt,
-    jwt_jsonb,
-    hide_statement = false
-);
+sql_function! {
+    symbol = auth_jwt, finfo = pg_finfo_auth_jwt, name = "auth_jwt",
+    body = jwt_jsonb() -> Jsonb,
+    hide_statement = false,
+    sql = r#"
+CREATE FUNCTION auth.jwt() RETURNS jsonb
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_jwt';
+COMMENT ON FUNCTION auth.jwt() IS 'All claims of the session (Supabase''s name; NULL without one)';
+"#,
+}
 
-/// The claim at `path` as text (as auth.claim() reads it: a dotted path into the claims).
-fn claim_path(path: &str) -> Answer {
+fn role() -> Answer<Text> {
+    claim(Some("role"))
+}
+sql_function! {
+    symbol = auth_role, finfo = pg_finfo_auth_role, name = "auth_role",
+    body = role() -> Text,
+    hide_statement = false,
+    sql = r#"
+CREATE FUNCTION auth.role() RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_role';
+COMMENT ON FUNCTION auth.role() IS 'The role claim (Supabase)';
+"#,
+}
+
+fn email() -> Answer<Text> {
+    claim(Some("email"))
+}
+sql_function! {
+    symbol = auth_email, finfo = pg_finfo_auth_email, name = "auth_email",
+    body = email() -> Text,
+    hide_statement = false,
+    sql = r#"
+CREATE FUNCTION auth.email() RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_email';
+COMMENT ON FUNCTION auth.email() IS 'The email claim (Supabase)';
+"#,
+}
+
+fn organization() -> Answer<Jsonb> {
     session::current()?
-        .and_then(|s| s.claim_text(path))
-        .map(|v| text_datum(&v))
+        .and_then(|s| s.organization_jsonb().map(Datum::copy_of))
         .transpose()
 }
-
-/// # Safety
-/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
-/// thread; `fcinfo` is not read.
-unsafe fn role(_: pg_sys::FunctionCallInfo) -> Answer {
-    claim_path("role")
-}
-v1_function!(auth_role, pg_finfo_auth_role, role, hide_statement = false);
-
-/// # Safety
-/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
-/// thread; `fcinfo` is not read.
-unsafe fn email(_: pg_sys::FunctionCallInfo) -> Answer {
-    claim_path("email")
-}
-v1_function!(
-    auth_email,
-    pg_finfo_auth_email,
-    email,
-    hide_statement = false
-);
-
-/// A uuid datum (16 bytes, by reference).
-fn uuid_datum(bytes: [u8; 16]) -> Result<pg_sys::Datum, Raise> {
-    varlena_datum(&bytes)
+sql_function! {
+    symbol = auth_organization, finfo = pg_finfo_auth_organization, name = "auth_organization",
+    body = organization() -> Jsonb,
+    hide_statement = false,
+    sql = r#"
+CREATE FUNCTION auth.organization() RETURNS jsonb
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_organization';
+COMMENT ON FUNCTION auth.organization() IS 'The Neon Auth organization claim "o" (NULL unless an object)';
+"#,
 }
 
-/// # Safety
-/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
-/// thread; `fcinfo` is not read.
-unsafe fn uid(_: pg_sys::FunctionCallInfo) -> Answer {
+fn organization_id() -> Answer<Uuid> {
     session::current()?
-        .and_then(|s| s.uid.map(uuid_datum))
+        .and_then(|s| s.organization_id.map(Datum::uuid))
         .transpose()
 }
-v1_function!(auth_uid, pg_finfo_auth_uid, uid, hide_statement = false);
-
-/// # Safety
-/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
-/// thread; `fcinfo` is not read.
-unsafe fn organization(_: pg_sys::FunctionCallInfo) -> Answer {
-    session::current()?
-        .and_then(|s| s.organization_jsonb().map(varlena_datum))
-        .transpose()
+sql_function! {
+    symbol = auth_organization_id, finfo = pg_finfo_auth_organization_id, name = "auth_organization_id",
+    body = organization_id() -> Uuid,
+    hide_statement = false,
+    sql = r#"
+CREATE FUNCTION auth.organization_id() RETURNS uuid
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_organization_id';
+COMMENT ON FUNCTION auth.organization_id() IS 'The id of the Neon Auth organization claim "o" (NULL unless a UUID)';
+"#,
 }
-v1_function!(
-    auth_organization,
-    pg_finfo_auth_organization,
-    organization,
-    hide_statement = false
-);
-
-/// # Safety
-/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
-/// thread; `fcinfo` is not read.
-unsafe fn organization_id(_: pg_sys::FunctionCallInfo) -> Answer {
-    session::current()?
-        .and_then(|s| s.organization_id.map(uuid_datum))
-        .transpose()
-}
-v1_function!(
-    auth_organization_id,
-    pg_finfo_auth_organization_id,
-    organization_id,
-    hide_statement = false
-);
 
 pgrx::extension_sql!(
     r#"
@@ -177,32 +178,7 @@ BEGIN
     END IF;
 END
 $$;
-CREATE FUNCTION auth.user_id() RETURNS text
-    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_user_id';
-COMMENT ON FUNCTION auth.user_id() IS 'The sub claim of the session (NULL without one)';
-CREATE FUNCTION auth.uid() RETURNS uuid
-    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_uid';
-COMMENT ON FUNCTION auth.uid() IS 'The sub claim as a uuid (NULL when sub is not a UUID)';
-CREATE FUNCTION auth.claim(path text) RETURNS text
-    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_claim';
-COMMENT ON FUNCTION auth.claim(text) IS 'One claim as text; a dotted path reaches into nested objects';
-CREATE FUNCTION auth.session() RETURNS jsonb
-    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_session';
-COMMENT ON FUNCTION auth.session() IS 'All claims of the session (pg_session_jwt''s name; JSON null without one)';
-CREATE FUNCTION auth.jwt() RETURNS jsonb
-    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_jwt';
-COMMENT ON FUNCTION auth.jwt() IS 'All claims of the session (Supabase''s name; NULL without one)';
-CREATE FUNCTION auth.role() RETURNS text
-    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_role';
-CREATE FUNCTION auth.email() RETURNS text
-    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_email';
-CREATE FUNCTION auth.organization() RETURNS jsonb
-    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_organization';
-COMMENT ON FUNCTION auth.organization() IS 'The Neon Auth organization claim "o" (NULL unless an object)';
-CREATE FUNCTION auth.organization_id() RETURNS uuid
-    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_organization_id';
-COMMENT ON FUNCTION auth.organization_id() IS 'The id of the Neon Auth organization claim "o" (NULL unless a UUID)';
 "#,
-    name = "claims_api",
+    name = "schema_auth_usage",
     bootstrap,
 );

@@ -2,6 +2,7 @@
 //! may carry a token raise with `errhidestmt`, so the statement (and the token in it) is not
 //! written to the server log either.
 
+use crate::pg_raw;
 use pg_rls_auth_core::{AuthError, ErrorKind};
 use pgrx::pg_sys;
 use std::ffi::{c_char, c_int};
@@ -63,15 +64,6 @@ impl From<AuthError> for Raise {
     }
 }
 
-unsafe extern "C-unwind" {
-    fn errstart(elevel: c_int, domain: *const c_char) -> bool;
-    fn errcode(sqlerrcode: c_int) -> c_int;
-    fn errmsg(fmt: *const c_char, ...) -> c_int;
-    fn errdetail(fmt: *const c_char, ...) -> c_int;
-    fn errhint(fmt: *const c_char, ...) -> c_int;
-    fn errfinish(filename: *const c_char, lineno: c_int, funcname: *const c_char);
-}
-
 fn make_sqlstate(code: [u8; 5]) -> c_int {
     code.iter()
         .map(|c| (c_int::from(*c) - c_int::from(b'0')) & 0x3F)
@@ -114,7 +106,7 @@ pub unsafe fn raise(r: Raise, hide_statement: bool) -> ! {
     drop(r);
     // SAFETY: this is elog.h's ereport(ERROR, ...) sequence, on the main thread (caller's
     // obligation). Every string is NUL-terminated (palloc'd by `pstr`, or a C literal) and
-    // goes through a "%s" format, so no message text is read as a format. errstart(ERROR)
+    // goes through a "%s" format, so no message text is read as a format. pg_raw::errstart(ERROR)
     // returns true; errhidestmt/errhidecontext (guarded wrappers) only set fields of the
     // error being built and cannot raise. errfinish then longjmps to PostgreSQL's handler and
     // never returns (an ERROR inside errcode/errmsg would longjmp the same way). That skips
@@ -122,21 +114,21 @@ pub unsafe fn raise(r: Raise, hide_statement: bool) -> ! {
     // caller's frames, which hold only Copy values (caller's obligation: `fmgr::call` and the
     // v1 entry point).
     unsafe {
-        if errstart(pgrx::PgLogLevel::ERROR as c_int, std::ptr::null()) {
-            errcode(code);
-            errmsg(c"%s".as_ptr(), message);
+        if pg_raw::errstart(pgrx::PgLogLevel::ERROR as c_int, std::ptr::null()) {
+            pg_raw::errcode(code);
+            pg_raw::errmsg(c"%s".as_ptr(), message);
             if let Some(d) = detail {
-                errdetail(c"%s".as_ptr(), d);
+                pg_raw::errdetail(c"%s".as_ptr(), d);
             }
             if let Some(h) = hint {
-                errhint(c"%s".as_ptr(), h);
+                pg_raw::errhint(c"%s".as_ptr(), h);
             }
             if hide_statement {
                 // Neither the statement nor a CONTEXT line quoting it (as PL/pgSQL's would).
                 pg_sys::errhidestmt(true);
                 pg_sys::errhidecontext(true);
             }
-            errfinish(file, line, c"pg_rls_auth".as_ptr());
+            pg_raw::errfinish(file, line, c"pg_rls_auth".as_ptr());
         }
     }
     unreachable!("ereport(ERROR) returned")

@@ -2,16 +2,189 @@
 //! SQLSTATE (PT429) or hide the statement, and for the hot claim accessors that return a cached
 //! datum without a conversion layer. pgrx still guards the body: a Rust panic or a PostgreSQL
 //! error inside becomes an ordinary ERROR.
+//!
+//! One source for each function: `sql_function!` takes the Rust signature in SQL types
+//! (`Text`, `Jsonb`, ...) and the function's `CREATE FUNCTION` text, checks at compile time
+//! that the two agree (argument types in order, return type, C symbol), installs the SQL, and
+//! reads the arguments with the declared types. Bodies are safe functions: they get typed
+//! values and return a `Datum<T>` of the declared return type, which only this module makes.
 
 use crate::errors::{raise, Raise, OUT_OF_MEMORY};
 use pgrx::pg_sys;
+use std::marker::PhantomData;
 
 pub type Body = unsafe fn(pg_sys::FunctionCallInfo) -> Result<Option<pg_sys::Datum>, Raise>;
+
+/// SQL types of hand-written functions' arguments and results.
+pub trait SqlType {
+    /// The type's name as the function's SQL declaration spells it.
+    const NAME: &'static str;
+}
+
+/// An argument type: how argument `n` of a call is read.
+pub trait ArgType: SqlType {
+    type Value<'a>;
+
+    /// Argument `n`, or None when NULL.
+    ///
+    /// # Safety
+    /// `fcinfo` must be valid and its argument `n` of SQL type `Self::NAME`; main thread,
+    /// inside a pgrx guard. The value must not be kept past the current call.
+    unsafe fn read<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Self::Value<'a>>;
+}
+
+pub struct Text;
+pub struct Boolean;
+pub struct Integer;
+pub struct Uuid;
+pub struct Jsonb;
+pub struct Void;
+
+impl SqlType for Text {
+    const NAME: &'static str = "text";
+}
+impl SqlType for Boolean {
+    const NAME: &'static str = "boolean";
+}
+impl SqlType for Integer {
+    const NAME: &'static str = "integer";
+}
+impl SqlType for Uuid {
+    const NAME: &'static str = "uuid";
+}
+impl SqlType for Jsonb {
+    const NAME: &'static str = "jsonb";
+}
+impl SqlType for Void {
+    const NAME: &'static str = "void";
+}
+
+impl ArgType for Text {
+    type Value<'a> = &'a str;
+    unsafe fn read<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Self::Value<'a>> {
+        // SAFETY: our obligations are text_arg's.
+        unsafe { text_arg(fcinfo, n) }
+    }
+}
+impl ArgType for Boolean {
+    type Value<'a> = bool;
+    unsafe fn read<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Self::Value<'a>> {
+        // SAFETY: our obligations are arg's, with T = bool for SQL boolean.
+        unsafe { arg::<bool>(fcinfo, n) }
+    }
+}
+impl ArgType for Integer {
+    type Value<'a> = i32;
+    unsafe fn read<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Self::Value<'a>> {
+        // SAFETY: our obligations are arg's, with T = i32 for SQL integer.
+        unsafe { arg::<i32>(fcinfo, n) }
+    }
+}
+impl ArgType for Uuid {
+    type Value<'a> = pgrx::Uuid;
+    unsafe fn read<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Self::Value<'a>> {
+        // SAFETY: our obligations are arg's, with T = pgrx::Uuid for SQL uuid.
+        unsafe { arg::<pgrx::Uuid>(fcinfo, n) }
+    }
+}
+impl ArgType for Jsonb {
+    type Value<'a> = pgrx::JsonB;
+    unsafe fn read<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Self::Value<'a>> {
+        // SAFETY: our obligations are arg's, with T = JsonB for SQL jsonb.
+        unsafe { arg::<pgrx::JsonB>(fcinfo, n) }
+    }
+}
+
+/// A datum of SQL type `T` in the current memory context, made only by the constructors
+/// below, so a function declared to return `T` can return nothing else.
+pub struct Datum<T>(pg_sys::Datum, PhantomData<T>);
+
+impl<T> Datum<T> {
+    fn new(datum: pg_sys::Datum) -> Self {
+        Self(datum, PhantomData)
+    }
+
+    pub fn into_raw(self) -> pg_sys::Datum {
+        self.0
+    }
+}
+
+impl Datum<Text> {
+    pub fn text(s: &str) -> Result<Self, Raise> {
+        text_datum(s).map(Self::new)
+    }
+}
+
+impl Datum<Uuid> {
+    pub fn uuid(bytes: [u8; 16]) -> Result<Self, Raise> {
+        // A uuid is 16 bytes passed by reference.
+        varlena_datum(&bytes).map(Self::new)
+    }
+}
+
+impl Datum<Jsonb> {
+    /// A copy of a jsonb value built earlier (see `JsonbImage`).
+    pub fn copy_of(image: &JsonbImage) -> Result<Self, Raise> {
+        varlena_datum(&image.0).map(Self::new)
+    }
+
+    /// A new jsonb value (through jsonb_in; guarded).
+    pub fn from_json(value: serde_json::Value) -> Self {
+        use pgrx::IntoDatum;
+        Self::new(
+            pgrx::JsonB(value)
+                .into_datum()
+                .expect("a jsonb value is never NULL"),
+        )
+    }
+}
+
+impl Datum<Boolean> {
+    pub fn boolean(value: bool) -> Self {
+        Self::new(pg_sys::Datum::from(value))
+    }
+}
+
+impl Datum<Void> {
+    pub fn void() -> Self {
+        Self::new(pg_sys::Datum::from(0))
+    }
+}
+
+/// A complete jsonb value, built once (by jsonb_in) and copied out per call.
+pub struct JsonbImage(Vec<u8>);
+
+impl JsonbImage {
+    /// `json` must be valid JSON text (serde_json's output).
+    pub fn from_json(json: String) -> Self {
+        let text = std::ffi::CString::new(json).expect("JSON has no NUL byte");
+        // SAFETY: main thread, inside a pgrx guard (the V1 calls' `call`). jsonb_in gets a
+        // NUL-terminated cstring datum that outlives the call, and no fcinfo context, so bad
+        // input raises ERROR (it is serde_json's output, so only out of memory or a jsonb
+        // limit could); pg_sys::jsonb_in is the guarded wrapper, so that ERROR becomes a
+        // panic that unwinds, dropping `text` (inside an OnceCell or thread_local
+        // initialiser, which then stays uninitialised). The result is a palloc'd, non-toasted
+        // jsonb: varsize_any gives its full length and the slice is copied out at once.
+        unsafe {
+            let datum = pgrx::direct_function_call_as_datum(
+                pg_sys::jsonb_in,
+                &[Some(pg_sys::Datum::from(text.as_ptr()))],
+            )
+            .expect("jsonb_in returns a value");
+            let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
+            let len = pgrx::varsize_any(ptr);
+            Self(std::slice::from_raw_parts(ptr as *const u8, len).to_vec())
+        }
+    }
+}
+
+/// What a body returns: a datum of its declared type, SQL NULL, or an error to raise.
+pub type Answer<T> = Result<Option<Datum<T>>, Raise>;
 
 /// Runs `body` under pgrx's guard and turns its result into a return value, NULL or ERROR.
 ///
 /// # Safety
-/// Called only from a V1 entry point (`v1_function!`) that PostgreSQL's function manager
+/// Called only from a V1 entry point (`sql_function!`) that PostgreSQL's function manager
 /// called, on the main thread, with a valid `fcinfo` whose arguments have the SQL types `body`
 /// reads; the caller's frame must hold nothing that needs dropping.
 pub unsafe fn call(
@@ -45,10 +218,39 @@ pub unsafe fn call(
 
 pub static V1_RECORD: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_version: 1 };
 
-/// Declares `extern "C"` entry point `$symbol` and its `pg_finfo_$symbol`, running `$body`.
+/// Declares a hand-written function from one source: its SQL declaration (installed by the
+/// extension script), checked at compile time against the Rust signature given in SQL types,
+/// its `pg_finfo_<symbol>` record, and the `extern "C"` entry point `<symbol>`, which reads
+/// the arguments with the declared types and runs the safe `body` under `call`.
+///
+/// ```text
+/// sql_function! {
+///     symbol = auth_claim, finfo = pg_finfo_auth_claim, name = "auth_claim",
+///     body = claim(path: Text) -> Text,
+///     hide_statement = false,
+///     sql = r#"CREATE FUNCTION auth.claim(path text) RETURNS text ... AS 'MODULE_PATHNAME', 'auth_claim';"#,
+/// }
+/// ```
 #[macro_export]
-macro_rules! v1_function {
-    ($symbol:ident, $finfo:ident, $body:path, hide_statement = $hide:expr) => {
+macro_rules! sql_function {
+    (
+        symbol = $symbol:ident, finfo = $finfo:ident, name = $name:literal,
+        body = $body:ident ( $($arg:ident : $ty:ident),* ) -> $ret:ident,
+        hide_statement = $hide:expr,
+        sql = $sql:literal $(,)?
+    ) => {
+        const _: () = assert!(
+            ::pg_rls_auth_core::sql_signature::declares(
+                $sql,
+                stringify!($symbol),
+                &[$(<$crate::fmgr::$ty as $crate::fmgr::SqlType>::NAME),*],
+                <$crate::fmgr::$ret as $crate::fmgr::SqlType>::NAME,
+            ),
+            concat!("the SQL declaration of ", stringify!($symbol), " does not match its Rust signature"),
+        );
+
+        ::pgrx::extension_sql!($sql, name = $name);
+
         #[no_mangle]
         #[doc(hidden)]
         pub extern "C" fn $finfo() -> &'static ::pgrx::pg_sys::Pg_finfo_record {
@@ -59,17 +261,36 @@ macro_rules! v1_function {
         #[doc(hidden)]
         /// # Safety
         /// Called only by PostgreSQL's function manager, on the main thread, with a valid
-        /// `fcinfo` for the SQL declaration of this symbol.
+        /// `fcinfo` for the SQL declaration above.
         pub unsafe extern "C-unwind" fn $symbol(
             fcinfo: ::pgrx::pg_sys::FunctionCallInfo,
         ) -> ::pgrx::pg_sys::Datum {
-            let body: $crate::fmgr::Body = $body;
+            /// # Safety
+            /// A `fmgr::Body`: called only through `call`, inside its pgrx guard, on the main
+            /// thread, with the valid `fcinfo` of this function.
+            #[allow(unused_mut, unused_variables, unused_assignments)]
+            unsafe fn read_and_run(
+                fcinfo: ::pgrx::pg_sys::FunctionCallInfo,
+            ) -> Result<Option<::pgrx::pg_sys::Datum>, $crate::errors::Raise> {
+                let mut n = 0usize;
+                $(
+                    // SAFETY: valid `fcinfo` (our obligation), whose argument `n` has the SQL
+                    // type `$ty` names: the const assertion above checked the declaration.
+                    // The value is used only during this call.
+                    let $arg = unsafe {
+                        <$crate::fmgr::$ty as $crate::fmgr::ArgType>::read(fcinfo, n)
+                    };
+                    n += 1;
+                )*
+                let answer: $crate::fmgr::Answer<$crate::fmgr::$ret> = $body($($arg),*);
+                answer.map(|d| d.map($crate::fmgr::Datum::into_raw))
+            }
             let hide_statement: bool = $hide;
-            // SAFETY: PostgreSQL's function manager calls this symbol (LANGUAGE c in this
-            // extension's SQL, which declares the argument types `$body` reads) on the main
-            // thread with a valid `fcinfo`. This frame holds only Copy values, so `call`'s
-            // guard and `raise`'s longjmp skip nothing that needs dropping.
-            unsafe { $crate::fmgr::call(fcinfo, body, hide_statement) }
+            // SAFETY: PostgreSQL's function manager calls this symbol (LANGUAGE c in the SQL
+            // above, whose argument types `read_and_run` reads) on the main thread with a
+            // valid `fcinfo`. This frame holds only Copy values, so `call`'s guard and
+            // `raise`'s longjmp skip nothing that needs dropping.
+            unsafe { $crate::fmgr::call(fcinfo, read_and_run, hide_statement) }
         }
     };
 }
@@ -80,12 +301,18 @@ macro_rules! v1_function {
 /// `fcinfo` must be valid and argument `n` of SQL type matching `T`; main thread, inside a
 /// pgrx guard (conversion may raise, as a Rust panic). A borrowed `T` (`&str`) must not be
 /// kept past the current call: it points into the argument or the call's memory context.
-pub unsafe fn arg<T: pgrx::FromDatum>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<T> {
+unsafe fn arg<T: pgrx::FromDatum>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<T> {
     // SAFETY: the caller's obligations are exactly pg_getarg's (valid `fcinfo`, `T` matching
     // the argument's type); an out-of-range `n` panics (bounds-checked against nargs). Any
     // detoasting or conversion goes through guarded pg_sys calls, so an ERROR there becomes
     // a panic for the caller's pgrx guard, unwinding normally.
     unsafe { pgrx::fcinfo::pg_getarg::<T>(fcinfo, n) }
+}
+
+fn utf8_database() -> bool {
+    // SAFETY: main thread; GetDatabaseEncoding reads a backend-local variable (set at
+    // connection start) and cannot raise.
+    unsafe { pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32 }
 }
 
 /// A `text` argument as `&str`, or None when NULL. Plain (not toasted) UTF-8 values, the usual
@@ -95,7 +322,7 @@ pub unsafe fn arg<T: pgrx::FromDatum>(fcinfo: pg_sys::FunctionCallInfo, n: usize
 /// # Safety
 /// `fcinfo` must be valid and argument `n` of type text; main thread, inside a pgrx guard.
 /// The caller picks `'a`: the result must not be kept past the current call.
-pub unsafe fn text_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<&'a str> {
+unsafe fn text_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<&'a str> {
     // SAFETY: valid `fcinfo` (caller's obligation); reads the argument slot only (an
     // out-of-range `n` panics), nothing can raise.
     let datum = unsafe { pgrx::fcinfo::pg_getarg_datum(fcinfo, n) }?;
@@ -114,20 +341,16 @@ pub unsafe fn text_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option
                 pgrx::varlena::vardata_any(ptr) as *const u8,
                 pgrx::varlena::varsize_any_exhdr(ptr),
             );
-            if let Ok(text) = std::str::from_utf8(bytes) {
-                return Some(text);
+            // The bytes are in the database's encoding: they are the text itself only in a
+            // UTF-8 database, or when all ASCII (every server encoding extends ASCII).
+            if utf8_database() || bytes.is_ascii() {
+                if let Ok(text) = std::str::from_utf8(bytes) {
+                    return Some(text);
+                }
             }
         }
         arg::<&str>(fcinfo, n)
     }
-}
-
-// palloc_extended called directly rather than through pgrx's guarded wrapper (a longjmp catch
-// per call, a measurable share of a per-row accessor). Only `palloc_no_raise` calls it, in the
-// one way that cannot raise, so no caller ever has frames skipped by a longjmp.
-unsafe extern "C-unwind" {
-    #[link_name = "palloc_extended"]
-    fn raw_palloc_extended(size: usize, flags: std::ffi::c_int) -> *mut std::ffi::c_void;
 }
 
 /// PostgreSQL's MaxAllocSize: palloc raises for anything larger, whatever the flags.
@@ -143,7 +366,9 @@ pub(crate) fn palloc_no_raise(size: usize) -> Option<std::ptr::NonNull<u8>> {
     // is valid. palloc_extended raises only for a size over MaxAllocSize (excluded above) or,
     // without MCXT_ALLOC_NO_OOM, when out of memory; with it, it returns NULL instead. So
     // this call returns normally and the Rust frames above it are never skipped.
-    let p = unsafe { raw_palloc_extended(size, pg_sys::MCXT_ALLOC_NO_OOM as std::ffi::c_int) };
+    let p = unsafe {
+        crate::pg_raw::palloc_extended(size, pg_sys::MCXT_ALLOC_NO_OOM as std::ffi::c_int)
+    };
     std::ptr::NonNull::new(p.cast::<u8>())
 }
 
@@ -155,7 +380,7 @@ fn out_of_memory(size: usize) -> Raise {
 }
 
 /// A `text` datum copied from `s` into the current memory context.
-pub fn text_datum(s: &str) -> Result<pg_sys::Datum, Raise> {
+fn text_datum(s: &str) -> Result<pg_sys::Datum, Raise> {
     let size = pg_sys::VARHDRSZ + s.len();
     let p = palloc_no_raise(size)
         .ok_or_else(|| out_of_memory(size))?
@@ -172,7 +397,7 @@ pub fn text_datum(s: &str) -> Result<pg_sys::Datum, Raise> {
 }
 
 /// A copy of a cached varlena (e.g. jsonb) in the current memory context.
-pub fn varlena_datum(bytes: &[u8]) -> Result<pg_sys::Datum, Raise> {
+fn varlena_datum(bytes: &[u8]) -> Result<pg_sys::Datum, Raise> {
     let p = palloc_no_raise(bytes.len())
         .ok_or_else(|| out_of_memory(bytes.len()))?
         .as_ptr();

@@ -17,22 +17,6 @@ use std::ffi::c_char;
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
-unsafe extern "C-unwind" {
-    #[link_name = "standard_ExecutorStart"]
-    fn raw_standard_executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32);
-    #[link_name = "standard_ProcessUtility"]
-    fn raw_standard_process_utility(
-        pstmt: *mut pg_sys::PlannedStmt,
-        query_string: *const c_char,
-        read_only_tree: bool,
-        context: pg_sys::ProcessUtilityContext::Type,
-        params: pg_sys::ParamListInfo,
-        query_env: *mut pg_sys::QueryEnvironment,
-        dest: *mut pg_sys::DestReceiver,
-        qc: *mut pg_sys::QueryCompletion,
-    );
-}
-
 #[pg_guard]
 extern "C-unwind" fn guarded_before_statement() {
     // Not in an aborted transaction block, where only ROLLBACK may run.
@@ -57,7 +41,7 @@ unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, e
     unsafe {
         match PREV_EXECUTOR_START {
             Some(prev) => prev(query_desc, eflags),
-            None => raw_standard_executor_start(query_desc, eflags),
+            None => crate::pg_raw::standard_executor_start(query_desc, eflags),
         }
     }
 }
@@ -81,7 +65,7 @@ unsafe extern "C-unwind" fn process_utility(
     // PREV_PROCESS_UTILITY is read by value; it is written only in `init` (_PG_init). An
     // ERROR there longjmps past this frame, which holds nothing that needs dropping.
     unsafe {
-        let next = PREV_PROCESS_UTILITY.unwrap_or(raw_standard_process_utility);
+        let next = PREV_PROCESS_UTILITY.unwrap_or(crate::pg_raw::standard_process_utility);
         next(
             pstmt,
             query_string,

@@ -12,6 +12,7 @@ mod errors;
 mod fmgr;
 mod guc;
 mod hooks;
+mod pg_raw;
 mod pg_versions;
 mod rate_limit;
 mod secret_file;

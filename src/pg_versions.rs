@@ -10,41 +10,9 @@
 //!
 //! 16 is compiled only where a PostgreSQL 16 is installed, and is not tested (see README).
 
+use crate::pg_raw;
 use pgrx::pg_sys;
-use std::ffi::{c_char, CStr};
-
-// Called directly rather than through pgrx's guarded wrappers (a longjmp catch per call): none
-// of them can raise with the arguments given here, except get_guc_variables on 16 and later,
-// which pallocs its array (out of memory: an ERROR that longjmps past the Rust callers).
-unsafe extern "C-unwind" {
-    #[cfg(feature = "pg15")]
-    #[link_name = "get_guc_variables"]
-    fn raw_get_guc_variables() -> *mut *mut pg_sys::config_generic;
-    #[cfg(feature = "pg15")]
-    #[link_name = "GetNumConfigOptions"]
-    fn raw_get_num_config_options() -> std::ffi::c_int;
-    #[cfg(not(feature = "pg15"))]
-    #[link_name = "get_guc_variables"]
-    fn raw_get_guc_variables(num_vars: *mut std::ffi::c_int) -> *mut *mut pg_sys::config_generic;
-    /// Without placeholders and with `skip_errors` it returns NULL for an unknown name instead
-    /// of raising, and only looks the name up in the settings hash table.
-    #[cfg(not(feature = "pg15"))]
-    #[link_name = "find_option"]
-    fn raw_find_option(
-        name: *const c_char,
-        create_placeholders: bool,
-        skip_errors: bool,
-        elevel: std::ffi::c_int,
-    ) -> *mut pg_sys::config_generic;
-    /// With `missing_ok` it returns NULL for an unknown name instead of raising.
-    #[cfg(not(feature = "pg15"))]
-    #[link_name = "GetConfigOption"]
-    fn raw_get_config_option(
-        name: *const c_char,
-        missing_ok: bool,
-        restrict_privileged: bool,
-    ) -> *const c_char;
-}
+use std::ffi::CStr;
 
 /// Every setting's record. On 16 and later this allocates and sorts a new array: call it only
 /// off the per-row paths (library load, configuration reload).
@@ -60,8 +28,8 @@ pub unsafe fn guc_variables() -> (*mut *mut pg_sys::config_generic, usize) {
     // `count` valid record pointers until a setting is next added or removed.
     unsafe {
         (
-            raw_get_guc_variables(),
-            raw_get_num_config_options() as usize,
+            pg_raw::get_guc_variables(),
+            pg_raw::get_num_config_options() as usize,
         )
     }
     #[cfg(not(feature = "pg15"))]
@@ -71,7 +39,7 @@ pub unsafe fn guc_variables() -> (*mut *mut pg_sys::config_generic, usize) {
         // returns a new array of `count` record pointers, palloc'd in CurrentMemoryContext
         // and sorted; the records themselves live in the GUC hash table. The palloc can raise
         // ERROR (out of memory), which longjmps past the callers unguarded (see # Safety).
-        let vars = unsafe { raw_get_guc_variables(&mut count) };
+        let vars = unsafe { pg_raw::get_guc_variables(&mut count) };
         (vars, count as usize)
     }
 }
@@ -98,7 +66,7 @@ pub fn setting_source(name: &CStr) -> Option<pg_sys::GucSource::Type> {
     // only searches the settings hash table (case-insensitively) and returns NULL when the name
     // is unknown: it neither allocates nor raises. The record it returns is live.
     unsafe {
-        let var = raw_find_option(
+        let var = pg_raw::find_option(
             name.as_ptr(),
             false,
             true,
@@ -116,7 +84,7 @@ pub fn setting_source(name: &CStr) -> Option<pg_sys::GucSource::Type> {
 #[derive(Default)]
 pub struct SettingLookup {
     #[cfg(feature = "pg15")]
-    found: std::cell::Cell<Option<(usize, *mut pg_sys::config_generic, *const c_char)>>,
+    found: std::cell::Cell<Option<(usize, *mut pg_sys::config_generic, *const std::ffi::c_char)>>,
     /// How many settings existed when it was last found absent: until that changes, it still
     /// is (setting it the first time adds a placeholder).
     #[cfg(feature = "pg15")]
@@ -193,7 +161,7 @@ impl SettingLookup {
         // in the 15 version); for a non-string one it would be a static buffer overwritten
         // by the next call (the names looked up, request.jwt.*, are string settings).
         unsafe {
-            let ptr = raw_get_config_option(name.as_ptr(), true, false);
+            let ptr = pg_raw::get_config_option(name.as_ptr(), true, false);
             (!ptr.is_null()).then(|| CStr::from_ptr(ptr).to_bytes())
         }
     }

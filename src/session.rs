@@ -4,19 +4,21 @@
 //! parallel workers receive it). No ordinary role can write it: it is SUSET (a superuser, or a
 //! role granted SET on it, could), and set here at superuser level after a token verified.
 //!
-//! Everything the SQL API reads is cached per generation (see `guc.rs`), so the hot path is two
+//! Everything the SQL API reads is cached per generation (see `guc`), so the hot path is two
 //! integer comparisons and a copy of a cached value.
 
 use crate::errors::Raise;
+use crate::fmgr::JsonbImage;
 use crate::guc;
 use crate::secret_file;
-use pg_rls_auth_core::claims::{parse_uuid, value_as_text};
+use pg_rls_auth_core::claims::{parse_audiences, parse_uuid, value_as_text};
 use pg_rls_auth_core::keys::KeyOrigin;
-use pg_rls_auth_core::session_rules::{ReplayGuard, ReplayRule, StoredSession, TokenFingerprint};
-use pg_rls_auth_core::{verify_token, AuthError, ClaimPolicy, Claims, KeySet};
+use pg_rls_auth_core::session_rules::{
+    KeySources, ReplayGuard, SessionMode, StoredSession, TokenCache, TokenFingerprint,
+};
+use pg_rls_auth_core::{verify_token, AuthError, Claims, KeySet, VerifyPolicy};
 use pgrx::pg_sys;
 use std::cell::{OnceCell, RefCell};
-use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -25,28 +27,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub struct Config {
     generation: u64,
     keys: Result<KeySet, AuthError>,
-    /// A key (or secret) is configured: claims come only from verified tokens.
-    pub verified_mode: bool,
-    policy: ClaimPolicy,
-    max_token_bytes: usize,
+    mode: SessionMode,
+    policy: VerifyPolicy,
     /// The secret file as it was read, to notice a replaced file at the next verification.
     secret_file: Option<secret_file::Stamp>,
-    /// Some key could verify a token (a configured one, or one the proxy sent).
-    has_keys: bool,
-    /// pg_session_jwt's configuration: its rules for the proxy's tokens (replay, `exp`) and
-    /// its conventions where Supabase's differ.
-    pg_session_jwt_conventions: bool,
-}
-
-impl Config {
-    /// Replay protection for tokens a trusted proxy's key verified.
-    fn replay_rule(&self) -> ReplayRule {
-        if self.pg_session_jwt_conventions {
-            ReplayRule::PgSessionJwt
-        } else {
-            ReplayRule::Strict
-        }
-    }
 }
 
 /// One session's claims and the answers derived from them.
@@ -56,37 +40,15 @@ pub struct Session {
     pub uid: Option<[u8; 16]>,
     /// Neon Auth's organization `"o"`: its `id` when that is a UUID.
     pub organization_id: Option<[u8; 16]>,
-    jsonb: OnceCell<Vec<u8>>,
-    organization_jsonb: OnceCell<Option<Vec<u8>>>,
+    jsonb: OnceCell<JsonbImage>,
+    organization_jsonb: OnceCell<Option<JsonbImage>>,
     last_claim: RefCell<Option<(String, Option<String>)>>,
 }
 
-/// JSON text as a jsonb varlena (jsonb_in), to be copied out per call.
-fn jsonb_varlena(json: String) -> Vec<u8> {
-    let text = std::ffi::CString::new(json).expect("JSON has no NUL byte");
-    // SAFETY: main thread, inside a pgrx guard (the V1 calls' `fmgr::call`). jsonb_in gets a
-    // NUL-terminated cstring datum that outlives the call, and no fcinfo context, so bad
-    // input raises ERROR (it is serde_json's output, so only out of memory or a jsonb limit
-    // could); pg_sys::jsonb_in is the guarded wrapper, so that ERROR becomes a panic that
-    // unwinds, dropping `text` (inside an OnceCell or thread_local initialiser, which then
-    // stays uninitialised). The result is a palloc'd, non-toasted jsonb: varsize_any gives
-    // its full length and the slice is copied out at once.
-    unsafe {
-        let datum = pgrx::direct_function_call_as_datum(
-            pg_sys::jsonb_in,
-            &[Some(pg_sys::Datum::from(text.as_ptr()))],
-        )
-        .expect("jsonb_in returns a value");
-        let ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
-        let len = pgrx::varsize_any(ptr);
-        std::slice::from_raw_parts(ptr as *const u8, len).to_vec()
-    }
-}
-
-/// JSON `null` as a jsonb varlena, built once.
-pub fn json_null() -> &'static [u8] {
+/// JSON `null` as jsonb, built once.
+pub fn json_null() -> &'static JsonbImage {
     thread_local! {
-        static NULL: &'static [u8] = Box::leak(jsonb_varlena("null".to_string()).into_boxed_slice());
+        static NULL: &'static JsonbImage = Box::leak(Box::new(JsonbImage::from_json("null".to_string())));
     }
     NULL.with(|n| *n)
 }
@@ -111,21 +73,21 @@ impl Session {
         }
     }
 
-    /// The claims as a jsonb varlena, built once and copied out per call.
-    pub fn jsonb_bytes(&self) -> &[u8] {
+    /// The claims as jsonb, built once and copied out per call.
+    pub fn jsonb(&self) -> &JsonbImage {
         self.jsonb
-            .get_or_init(|| jsonb_varlena(self.claims.to_json()))
+            .get_or_init(|| JsonbImage::from_json(self.claims.to_json()))
     }
 
     /// The organization `"o"` as jsonb, when it is an object (pg_session_jwt's rule).
-    pub fn organization_jsonb(&self) -> Option<&[u8]> {
+    pub fn organization_jsonb(&self) -> Option<&JsonbImage> {
         self.organization_jsonb
             .get_or_init(|| {
-                self.claims
-                    .organization()
-                    .map(|o| jsonb_varlena(serde_json::Value::Object(o.clone()).to_string()))
+                self.claims.organization().map(|o| {
+                    JsonbImage::from_json(serde_json::Value::Object(o.clone()).to_string())
+                })
             })
-            .as_deref()
+            .as_ref()
     }
 
     /// One claim by dotted path, as text; the last path asked is cached.
@@ -141,15 +103,6 @@ impl Session {
     }
 }
 
-struct CachedToken {
-    token: String,
-    claims: Claims,
-    origin: KeyOrigin,
-}
-
-/// Tokens whose signature already verified in this backend (re-init skips the signature).
-const TOKEN_CACHE_SIZE: usize = 16;
-
 #[derive(Default)]
 struct Backend {
     config: Option<Rc<Config>>,
@@ -160,7 +113,7 @@ struct Backend {
     /// The values the fallback session was built from, as bytes.
     fallback_source: Option<(Vec<u8>, Option<Vec<u8>>)>,
     fallback: Option<Rc<Session>>,
-    tokens: VecDeque<CachedToken>,
+    tokens: TokenCache<(Claims, KeyOrigin)>,
     replay: ReplayGuard,
     /// Sessions stored under an older epoch were revoked by a failed init.
     epoch: u64,
@@ -185,7 +138,7 @@ fn now_secs() -> f64 {
 /// read, parsed or trusted.
 fn load_verifier(
     compatible: bool,
-) -> Result<(KeySet, ClaimPolicy, Option<secret_file::Stamp>), AuthError> {
+) -> Result<(KeySet, VerifyPolicy, Option<secret_file::Stamp>), AuthError> {
     let mut keys = KeySet::new();
     if let Some(jwks) = guc::string_value(&guc::JWKS, "pg_rls_auth.jwks")? {
         keys.add_jwks(jwks, KeyOrigin::Configured, "pg_rls_auth.jwks")?;
@@ -226,15 +179,10 @@ fn load_verifier(
         }
     }
     let audiences = guc::string_value(&guc::AUDIENCE, "pg_rls_auth.audience")?
-        .map(|a| {
-            a.split(',')
-                .map(str::trim)
-                .filter(|a| !a.is_empty())
-                .map(String::from)
-                .collect()
-        })
+        .map(parse_audiences)
         .unwrap_or_default();
-    let policy = ClaimPolicy {
+    let policy = VerifyPolicy {
+        max_token_bytes: guc::MAX_TOKEN_BYTES.get() as usize,
         leeway_secs: i64::from(guc::LEEWAY.get()),
         require_exp: guc::REQUIRE_EXP.get(),
         issuer: guc::string_value(&guc::ISSUER, "pg_rls_auth.issuer")?.map(String::from),
@@ -244,43 +192,32 @@ fn load_verifier(
     Ok((keys, policy, stamp))
 }
 
-/// pg_session_jwt's rules for the proxy's tokens: trusted-proxy mode with
-/// `pg_rls_auth.trust_request_claims = on` set explicitly (not left at its default).
-fn pg_session_jwt_compatible() -> bool {
-    guc::TRUSTED_PROXY.get()
-        && guc::TRUST_REQUEST_CLAIMS.get()
-        && guc::explicitly_set(c"pg_rls_auth.trust_request_claims")
+/// The settings' presence, before anything is parsed (see `KeySources`).
+fn key_sources() -> KeySources {
+    KeySources {
+        configured: guc::bytes_value(&guc::JWKS).is_some()
+            || guc::bytes_value(&guc::JWT_SECRET).is_some()
+            || guc::bytes_value(&guc::JWT_SECRET_FILE).is_some(),
+        trusted_proxy: guc::TRUSTED_PROXY.get(),
+        proxy_key_sent: guc::bytes_value(&guc::SESSION_JWK).is_some()
+            || guc::bytes_value(&guc::NEON_SESSION_JWK).is_some(),
+        trust_request_claims: guc::TRUST_REQUEST_CLAIMS.get(),
+        trust_request_claims_explicit: guc::explicitly_set(c"pg_rls_auth.trust_request_claims"),
+    }
 }
 
 fn load_config(generation: u64) -> Config {
-    let compatible = pg_session_jwt_compatible();
-    let proxy_key_sent = guc::TRUSTED_PROXY.get()
-        && (guc::bytes_value(&guc::SESSION_JWK).is_some()
-            || guc::bytes_value(&guc::NEON_SESSION_JWK).is_some());
-    // Whether a key is configured is decided by the settings' presence alone, before anything
-    // is parsed: a key that is present but unreadable or malformed must fail closed, never
-    // read as "no key" (which would trust request.jwt.claims). Trusted-proxy mode counts as
-    // configured even before the proxy sends a key, for the same reason, unless the
-    // administrator asked for pg_session_jwt's behaviour, which falls back to
-    // request.jwt.claims on a connection the proxy sent no key for.
-    let static_keys = guc::bytes_value(&guc::JWKS).is_some()
-        || guc::bytes_value(&guc::JWT_SECRET).is_some()
-        || guc::bytes_value(&guc::JWT_SECRET_FILE).is_some();
-    let verified_mode =
-        static_keys || (guc::TRUSTED_PROXY.get() && (proxy_key_sent || !compatible));
-    let (keys, policy, secret_file) = match load_verifier(compatible) {
+    let mode = key_sources().mode();
+    let (keys, policy, secret_file) = match load_verifier(mode.pg_session_jwt) {
         Ok((keys, policy, stamp)) => (Ok(keys), policy, stamp),
-        Err(e) => (Err(e), ClaimPolicy::default(), None),
+        Err(e) => (Err(e), VerifyPolicy::default(), None),
     };
     Config {
         generation,
         keys,
-        verified_mode,
+        mode,
         policy,
-        max_token_bytes: guc::MAX_TOKEN_BYTES.get() as usize,
         secret_file,
-        has_keys: static_keys || proxy_key_sent,
-        pg_session_jwt_conventions: compatible,
     }
 }
 
@@ -305,7 +242,7 @@ pub fn check_config() -> Result<(), Raise> {
         let config = config(b);
         match &config.keys {
             Err(e) => Err(e.clone().into()),
-            Ok(_) if !config.has_keys => Err(no_key().into()),
+            Ok(_) if !config.mode.has_keys => Err(no_key().into()),
             Ok(_) => Ok(()),
         }
     })
@@ -320,7 +257,7 @@ fn no_key() -> AuthError {
 /// Whether auth.jwt() answers JSON `null` without a session, as pg_session_jwt's does, rather
 /// than SQL NULL, as Supabase's does: only in pg_session_jwt's configuration.
 pub fn jwt_is_json_null_without_session() -> bool {
-    BACKEND.with_borrow_mut(|b| config(b).pg_session_jwt_conventions)
+    BACKEND.with_borrow_mut(|b| config(b).mode.pg_session_jwt)
 }
 
 fn stored() -> Option<StoredSession<'static>> {
@@ -409,12 +346,12 @@ pub fn current() -> Result<Option<Rc<Session>>, Raise> {
             return Err(e.clone());
         }
         let config = config(b);
-        if config.verified_mode {
+        if config.mode.verified {
             if let Err(e) = &config.keys {
                 return Err(e.clone().into());
             }
             verified_session(b)
-        } else if guc::TRUST_REQUEST_CLAIMS.get() {
+        } else if config.mode.reads_request_claims {
             fallback_session(b)
         } else {
             Ok(None)
@@ -520,34 +457,25 @@ fn verify_cached(b: &mut Backend, token: &str) -> Result<Claims, Raise> {
         config = self::config(b);
     }
     let keys = config.keys.as_ref().map_err(|e| Raise::from(e.clone()))?;
-    if !config.has_keys {
+    if !config.mode.has_keys {
         return Err(no_key().into());
     }
     let now = now_secs();
-    let cached = b.tokens.iter().position(|t| t.token == token);
-    let (claims, origin) = match cached {
-        Some(i) => {
-            let t = &b.tokens[i];
-            t.claims
-                .check_times(&config.policy.for_origin(t.origin), now)?;
-            (t.claims.clone(), t.origin)
+    let (claims, origin) = match b.tokens.get(token) {
+        Some((claims, origin)) => {
+            claims.check_times(&config.policy.for_origin(*origin), now)?;
+            (claims.clone(), *origin)
         }
         None => {
-            let verified = verify_token(token, keys, &config.policy, config.max_token_bytes, now)?;
-            if b.tokens.len() == TOKEN_CACHE_SIZE {
-                b.tokens.pop_back();
-            }
-            b.tokens.push_front(CachedToken {
-                token: token.to_string(),
-                claims: verified.claims.clone(),
-                origin: verified.key_origin,
-            });
+            let verified = verify_token(token, keys, &config.policy, now)?;
+            b.tokens
+                .insert(token, (verified.claims.clone(), verified.key_origin));
             (verified.claims, verified.key_origin)
         }
     };
     if origin == KeyOrigin::TrustedProxy {
         b.replay
-            .admit(config.replay_rule(), token, claims.jti_integer())?;
+            .admit(config.mode.replay_rule(), token, claims.jti_integer())?;
     }
     Ok(claims)
 }

@@ -1,9 +1,9 @@
 //! The token kit: auth.generate_jwk(), auth.public_jwk(), auth.sign_jwt(). For tests and
 //! trusted server code; private keys never belong in tables clients can read.
 
-use crate::errors::{OrReport, Raise};
-use crate::fmgr::{arg, text_arg, text_datum};
-use crate::v1_function;
+use crate::errors::OrReport;
+use crate::fmgr::{Answer, Datum, Jsonb, Text};
+use crate::sql_function;
 use pg_rls_auth_core::token_kit;
 use pgrx::prelude::*;
 use pgrx::JsonB;
@@ -20,63 +20,41 @@ fn generate_jwk(alg: default!(&str, "'EdDSA'")) -> JsonB {
 // statement (which carries it) stays out of the server log.
 
 /// The public half of a private JWK, for pg_rls_auth.jwks.
-///
-/// # Safety
-/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
-/// thread, with a valid `fcinfo` for `auth.public_jwk(private jsonb)`.
-unsafe fn public_jwk(fcinfo: pg_sys::FunctionCallInfo) -> Result<Option<pg_sys::Datum>, Raise> {
-    // SAFETY: valid `fcinfo` whose argument 0 is jsonb (caller's obligation, per the SQL
-    // declaration below). JsonB's conversion (detoast, jsonb_out) uses guarded calls: an ERROR
-    // there is a panic for the guard, and nothing needing drop is live yet.
-    let Some(private) = (unsafe { arg::<JsonB>(fcinfo, 0) }) else {
+fn public_jwk(private: Option<JsonB>) -> Answer<Jsonb> {
+    let Some(private) = private else {
         return Ok(None);
     };
-    Ok(JsonB(token_kit::public_jwk(&private.0)?).into_datum())
+    Ok(Some(Datum::from_json(token_kit::public_jwk(&private.0)?)))
 }
-v1_function!(
-    auth_public_jwk,
-    pg_finfo_auth_public_jwk,
-    public_jwk,
-    hide_statement = true
-);
-
-/// Signs claims with a private JWK or an HMAC secret; alg defaults to the key's.
-///
-/// # Safety
-/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
-/// thread, with a valid `fcinfo` for `auth.sign_jwt(claims jsonb, key text, alg text)`.
-unsafe fn sign_jwt(fcinfo: pg_sys::FunctionCallInfo) -> Result<Option<pg_sys::Datum>, Raise> {
-    // SAFETY: valid `fcinfo` whose arguments 0 and 1 are jsonb and text (caller's obligation,
-    // per the SQL declaration below); `key` is used only during this call. A conversion ERROR
-    // is a panic (guarded calls) that unwinds, dropping `claims` if already built.
-    let (Some(claims), Some(key)) = (unsafe { arg::<JsonB>(fcinfo, 0) }, unsafe {
-        text_arg(fcinfo, 1)
-    }) else {
-        return Ok(None);
-    };
-    // SAFETY: as above; argument 2 is text (NULL by default).
-    let alg = unsafe { text_arg(fcinfo, 2) };
-    // Key sizes are bounded (a few hundred ms at most for the largest RSA key); a statement
-    // cancelled before that starts is honoured here.
-    pgrx::check_for_interrupts!();
-    text_datum(&token_kit::sign_jwt(&claims.0, key, alg)?).map(Some)
-}
-v1_function!(
-    auth_sign_jwt,
-    pg_finfo_auth_sign_jwt,
-    sign_jwt,
-    hide_statement = true
-);
-
-pgrx::extension_sql!(
-    r#"
+sql_function! {
+    symbol = auth_public_jwk, finfo = pg_finfo_auth_public_jwk, name = "auth_public_jwk",
+    body = public_jwk(private: Jsonb) -> Jsonb,
+    hide_statement = true,
+    sql = r#"
 CREATE FUNCTION auth.public_jwk(private jsonb) RETURNS jsonb
     LANGUAGE c IMMUTABLE STRICT PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_public_jwk';
 COMMENT ON FUNCTION auth.public_jwk(jsonb) IS 'The public half of a private JWK, for pg_rls_auth.jwks';
+"#,
+}
+
+/// Signs claims with a private JWK or an HMAC secret; alg defaults to the key's.
+fn sign_jwt(claims: Option<JsonB>, key: Option<&str>, alg: Option<&str>) -> Answer<Text> {
+    let (Some(claims), Some(key)) = (claims, key) else {
+        return Ok(None);
+    };
+    // Key sizes are bounded (a few hundred ms at most for the largest RSA key); a statement
+    // cancelled before that starts is honoured here.
+    pgrx::check_for_interrupts!();
+    Datum::text(&token_kit::sign_jwt(&claims.0, key, alg)?).map(Some)
+}
+sql_function! {
+    symbol = auth_sign_jwt, finfo = pg_finfo_auth_sign_jwt, name = "auth_sign_jwt",
+    body = sign_jwt(claims: Jsonb, key: Text, alg: Text) -> Text,
+    hide_statement = true,
+    sql = r#"
 CREATE FUNCTION auth.sign_jwt(claims jsonb, key text, alg text DEFAULT NULL) RETURNS text
     LANGUAGE c VOLATILE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_sign_jwt';
 COMMENT ON FUNCTION auth.sign_jwt(jsonb, text, text) IS
     'Signs claims with a private JWK or an HMAC secret (for tests and trusted server code)';
 "#,
-    name = "token_kit",
-);
+}

@@ -2,47 +2,8 @@
 //! administrator configures, and the lookups the SQL API answers from.
 
 use crate::error::{AuthError, Result};
+use crate::verify::VerifyPolicy;
 use serde_json::{Map, Value};
-
-/// The claim checks an administrator configures (`pg_rls_auth.leeway`, `.require_exp`, ...).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClaimPolicy {
-    pub leeway_secs: i64,
-    pub require_exp: bool,
-    pub issuer: Option<String>,
-    /// Accepted audiences; empty means `aud` is not checked.
-    pub audiences: Vec<String>,
-    /// Tokens a trusted proxy's key verified need no `exp` (pg_session_jwt's rule; it is
-    /// still checked when present).
-    pub proxy_exp_optional: bool,
-}
-
-impl Default for ClaimPolicy {
-    fn default() -> Self {
-        Self {
-            leeway_secs: 60,
-            require_exp: true,
-            issuer: None,
-            audiences: Vec::new(),
-            proxy_exp_optional: false,
-        }
-    }
-}
-
-impl ClaimPolicy {
-    /// The policy for a token verified by a key of `origin`.
-    pub fn for_origin(&self, origin: crate::keys::KeyOrigin) -> std::borrow::Cow<'_, ClaimPolicy> {
-        use std::borrow::Cow;
-        if origin == crate::keys::KeyOrigin::TrustedProxy && self.proxy_exp_optional {
-            Cow::Owned(ClaimPolicy {
-                require_exp: false,
-                ..self.clone()
-            })
-        } else {
-            Cow::Borrowed(self)
-        }
-    }
-}
 
 /// A JSON object of claims. `exp`/`nbf` are kept as numbers so a cached token's time window
 /// can be re-checked without parsing again.
@@ -141,7 +102,7 @@ impl Claims {
     }
 
     /// Every configured check: time window, issuer, audience.
-    pub fn check(&self, policy: &ClaimPolicy, now: f64) -> Result<()> {
+    pub fn check(&self, policy: &VerifyPolicy, now: f64) -> Result<()> {
         self.check_times(policy, now)?;
         if let Some(issuer) = &policy.issuer {
             if self.map.get("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
@@ -167,7 +128,7 @@ impl Claims {
     }
 
     /// `exp` and `nbf` against `now` (Unix seconds) with the policy's leeway.
-    pub fn check_times(&self, policy: &ClaimPolicy, now: f64) -> Result<()> {
+    pub fn check_times(&self, policy: &VerifyPolicy, now: f64) -> Result<()> {
         let leeway = policy.leeway_secs as f64;
         match self.exp {
             None if policy.require_exp => {
@@ -220,6 +181,16 @@ impl Claims {
     pub fn jti_integer(&self) -> Option<i64> {
         self.map.get("jti").and_then(Value::as_i64)
     }
+}
+
+/// `pg_rls_auth.audience`: comma-separated audiences, white space around each ignored, empty
+/// entries dropped (so an empty list means `aud` is not checked).
+pub fn parse_audiences(list: &str) -> Vec<String> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// Claims as SQL text: strings unquoted, null as SQL NULL, anything else as JSON text.
@@ -291,6 +262,13 @@ pub fn format_unix_time(secs: f64) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn audiences_are_comma_separated_and_trimmed() {
+        assert_eq!(parse_audiences(" api , web,,"), vec!["api", "web"]);
+        assert!(parse_audiences(" , ").is_empty());
+        assert_eq!(parse_audiences("urn:a b"), vec!["urn:a b"]);
+    }
+
     fn claims(json: &str) -> Claims {
         Claims::from_payload(json.as_bytes()).unwrap()
     }
@@ -304,7 +282,7 @@ mod tests {
 
     #[test]
     fn exp_and_nbf_honour_leeway() {
-        let p = ClaimPolicy {
+        let p = VerifyPolicy {
             leeway_secs: 60,
             ..Default::default()
         };
@@ -327,11 +305,11 @@ mod tests {
     fn exp_required_unless_disabled() {
         let c = claims(r#"{"sub": "a"}"#);
         assert!(c
-            .check(&ClaimPolicy::default(), 0.0)
+            .check(&VerifyPolicy::default(), 0.0)
             .unwrap_err()
             .message
             .contains("no exp"));
-        let p = ClaimPolicy {
+        let p = VerifyPolicy {
             require_exp: false,
             ..Default::default()
         };
@@ -361,7 +339,7 @@ mod tests {
         use crate::keys::KeyOrigin;
         let c = claims(r#"{"sub": "a", "exp": 1000}"#);
         let no_exp = claims(r#"{"sub": "a"}"#);
-        let p = ClaimPolicy {
+        let p = VerifyPolicy {
             proxy_exp_optional: true,
             ..Default::default()
         };
@@ -378,7 +356,7 @@ mod tests {
         assert!(c
             .check(&p.for_origin(KeyOrigin::TrustedProxy), 2000.0)
             .is_err());
-        let strict = ClaimPolicy::default();
+        let strict = VerifyPolicy::default();
         assert!(no_exp
             .check(&strict.for_origin(KeyOrigin::TrustedProxy), 0.0)
             .is_err());
@@ -386,7 +364,7 @@ mod tests {
 
     #[test]
     fn issuer_and_audience() {
-        let p = ClaimPolicy {
+        let p = VerifyPolicy {
             require_exp: false,
             issuer: Some("https://issuer".into()),
             audiences: vec!["api".into(), "web".into()],

@@ -9,10 +9,11 @@ pub mod key_id;
 pub mod keys;
 pub mod session_rules;
 pub mod slot_table;
+pub mod sql_signature;
 pub mod token_kit;
 pub mod verify;
 
-pub use claims::{ClaimPolicy, Claims};
+pub use claims::Claims;
 pub use error::{AuthError, ErrorKind};
 pub use keys::KeySet;
-pub use verify::{verify_token, VerifiedToken, DEFAULT_MAX_TOKEN_BYTES};
+pub use verify::{verify_token, VerifiedToken, VerifyPolicy, DEFAULT_MAX_TOKEN_BYTES};

@@ -1,6 +1,6 @@
 //! Verifying a compact JWS: size limit, header, key choice, signature, then claims.
 
-use crate::claims::{ClaimPolicy, Claims};
+use crate::claims::Claims;
 use crate::error::{AuthError, Result};
 use crate::keys::{parse_algorithm, KeyOrigin, KeySet, Kid};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -9,6 +9,51 @@ use serde_json::Value;
 
 /// `pg_rls_auth.max_token_bytes`' default: well above real access tokens (1-4 kB).
 pub const DEFAULT_MAX_TOKEN_BYTES: usize = 16 * 1024;
+
+/// Every verification setting an administrator configures (`pg_rls_auth.max_token_bytes`,
+/// `.leeway`, `.require_exp`, `.issuer`, `.audience`), in one value, as jsonwebtoken's
+/// `Validation`: the keys say who may sign, this says what a signed token must satisfy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyPolicy {
+    /// Longer tokens are refused before any parsing.
+    pub max_token_bytes: usize,
+    pub leeway_secs: i64,
+    pub require_exp: bool,
+    pub issuer: Option<String>,
+    /// Accepted audiences; empty means `aud` is not checked.
+    pub audiences: Vec<String>,
+    /// Tokens a trusted proxy's key verified need no `exp` (pg_session_jwt's rule; it is
+    /// still checked when present).
+    pub proxy_exp_optional: bool,
+}
+
+impl Default for VerifyPolicy {
+    fn default() -> Self {
+        Self {
+            max_token_bytes: DEFAULT_MAX_TOKEN_BYTES,
+            leeway_secs: 60,
+            require_exp: true,
+            issuer: None,
+            audiences: Vec::new(),
+            proxy_exp_optional: false,
+        }
+    }
+}
+
+impl VerifyPolicy {
+    /// The policy for a token verified by a key of `origin`.
+    pub fn for_origin(&self, origin: crate::keys::KeyOrigin) -> std::borrow::Cow<'_, VerifyPolicy> {
+        use std::borrow::Cow;
+        if origin == crate::keys::KeyOrigin::TrustedProxy && self.proxy_exp_optional {
+            Cow::Owned(VerifyPolicy {
+                require_exp: false,
+                ..self.clone()
+            })
+        } else {
+            Cow::Borrowed(self)
+        }
+    }
+}
 
 #[derive(Debug)]
 pub struct VerifiedToken {
@@ -26,10 +71,10 @@ fn decode_part(part: &str, what: &str) -> Result<Vec<u8>> {
 pub fn verify_token(
     token: &str,
     keys: &KeySet,
-    policy: &ClaimPolicy,
-    max_token_bytes: usize,
+    policy: &VerifyPolicy,
     now: f64,
 ) -> Result<VerifiedToken> {
+    let max_token_bytes = policy.max_token_bytes;
     if token.is_empty() {
         return Err(AuthError::invalid_token("the token is empty or NULL"));
     }

@@ -5,9 +5,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use pg_rls_auth_core::keys::KeyOrigin;
 use pg_rls_auth_core::token_kit::{generate_jwk, public_jwk, sign_jwt};
-use pg_rls_auth_core::{
-    verify_token, AuthError, ClaimPolicy, ErrorKind, KeySet, VerifiedToken, DEFAULT_MAX_TOKEN_BYTES,
-};
+use pg_rls_auth_core::{verify_token, AuthError, ErrorKind, KeySet, VerifiedToken, VerifyPolicy};
 use serde_json::{json, Value};
 
 #[path = "common/hostile_tokens.rs"]
@@ -33,13 +31,7 @@ fn keyset_for(private: &Value) -> KeySet {
 }
 
 fn verify(token: &str, keys: &KeySet) -> Result<VerifiedToken, AuthError> {
-    verify_token(
-        token,
-        keys,
-        &ClaimPolicy::default(),
-        DEFAULT_MAX_TOKEN_BYTES,
-        NOW,
-    )
+    verify_token(token, keys, &VerifyPolicy::default(), NOW)
 }
 
 #[test]
@@ -232,24 +224,28 @@ fn hostile_tokens_are_refused() {
 fn issuer_audience_leeway_and_size_policies() {
     let private = generate_jwk("ES256").unwrap();
     let keys = keyset_for(&private);
-    let policy = ClaimPolicy {
+    let policy = VerifyPolicy {
         leeway_secs: 0,
         require_exp: true,
         issuer: Some("https://auth.example".into()),
         audiences: vec!["api".into()],
-        ..ClaimPolicy::default()
+        ..VerifyPolicy::default()
     };
     let ok =
         json!({"sub":"a","exp": NOW as i64 + 10, "iss":"https://auth.example","aud":["web","api"]});
     let token = sign_jwt(&ok, &private.to_string(), None).unwrap();
-    assert!(verify_token(&token, &keys, &policy, DEFAULT_MAX_TOKEN_BYTES, NOW).is_ok());
-    assert!(verify_token(&token, &keys, &policy, DEFAULT_MAX_TOKEN_BYTES, NOW + 11.0).is_err());
+    assert!(verify_token(&token, &keys, &policy, NOW).is_ok());
+    assert!(verify_token(&token, &keys, &policy, NOW + 11.0).is_err());
     let mut wrong_aud = ok.clone();
     wrong_aud["aud"] = json!("web");
     let token2 = sign_jwt(&wrong_aud, &private.to_string(), None).unwrap();
-    let err = verify_token(&token2, &keys, &policy, DEFAULT_MAX_TOKEN_BYTES, NOW).unwrap_err();
+    let err = verify_token(&token2, &keys, &policy, NOW).unwrap_err();
     assert!(err.message.contains("aud"));
-    let err = verify_token(&token, &keys, &policy, 100, NOW).unwrap_err();
+    let small = VerifyPolicy {
+        max_token_bytes: 100,
+        ..policy.clone()
+    };
+    let err = verify_token(&token, &keys, &small, NOW).unwrap_err();
     assert!(err.message.contains("max_token_bytes"));
 }
 

@@ -2,10 +2,10 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pg_rls_auth_core::{ClaimPolicy, Claims};
+use pg_rls_auth_core::{VerifyPolicy, Claims};
 
 fuzz_target!(|data: &[u8]| {
-    let policy = ClaimPolicy {
+    let policy = VerifyPolicy {
         issuer: Some("https://issuer".into()),
         audiences: vec!["api".into()],
         ..Default::default()

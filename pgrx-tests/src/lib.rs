@@ -321,6 +321,15 @@ impl Cluster {
         }
     }
 
+    /// The usual start of a test: database `app` with the extension, LOGIN roles `roles`, and
+    /// a new key configured as `pg_rls_auth.jwks` (its private half returned for signing).
+    pub fn with_key(self, roles: &[&str]) -> (Cluster, Key) {
+        self.setup("app", roles);
+        let key = Key::new();
+        self.set_system("pg_rls_auth.jwks", &key.public);
+        (self, key)
+    }
+
     /// `ALTER SYSTEM SET name = value` and a reload; returns once new connections see it.
     pub fn set_system(&self, name: &str, value: &str) {
         // PostgreSQL 15 checks the name against loaded libraries (the server may not preload).

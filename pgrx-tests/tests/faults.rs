@@ -32,10 +32,7 @@ fn remaining(c: &mut Client, key: &str) -> i64 {
 
 #[test]
 fn a_killed_backend_leaves_a_working_limiter_and_a_consistent_table_store() {
-    let cluster = Cluster::start(&[]);
-    cluster.setup("app", &["mem", "tab", "victim"]);
-    let key = Key::new();
-    cluster.set_system("pg_rls_auth.jwks", &key.public);
+    let (cluster, key) = Cluster::start(&[]).with_key(&["mem", "tab", "victim"]);
     cluster.sql(
         "app",
         "ALTER ROLE tab SET pg_rls_auth.rate_limit_store = 'table'",
@@ -224,10 +221,7 @@ fn bounded<T>(c: &mut Client, what: &str, f: impl FnOnce(&mut Client) -> T) -> T
 
 #[test]
 fn hostile_sizes_are_refused_in_bounded_time_and_memory() {
-    let cluster = Cluster::start(&[]);
-    cluster.setup("app", &["alice"]);
-    let key = Key::new();
-    cluster.set_system("pg_rls_auth.jwks", &key.public);
+    let (cluster, key) = Cluster::start(&[]).with_key(&["alice"]);
     let mut alice = cluster.connect("alice", "app", "");
 
     // A token over pg_rls_auth.max_token_bytes (16 kB) is refused before any parsing.
@@ -382,10 +376,7 @@ fn errors_of_other_statements_pass_through_the_hooks_unchanged() {
 /// server log: neither as the statement nor as the CONTEXT of a PL/pgSQL caller.
 #[test]
 fn tokens_keys_and_secrets_stay_out_of_the_server_log() {
-    let cluster = Cluster::start(&[]);
-    cluster.setup("app", &["alice"]);
-    let key = Key::new();
-    cluster.set_system("pg_rls_auth.jwks", &key.public);
+    let (cluster, _configured) = Cluster::start(&[]).with_key(&["alice"]);
     let mut alice = cluster.connect("alice", "app", "");
     let forged = Key::new().token_for("mallory");
     let marker = "ZZsecretmarkerZZ";

@@ -29,10 +29,7 @@ fn value(c: &mut Client, sql: &str) -> Option<String> {
 /// A cluster with an RLS-protected table, and the shared login role `app` that every client
 /// connects as (identity comes from the token, as with PostgREST's authenticator role).
 fn notes_cluster() -> (Cluster, Key) {
-    let cluster = Cluster::start(&[]);
-    cluster.setup("app", &["app"]);
-    let key = Key::new();
-    cluster.set_system("pg_rls_auth.jwks", &key.public);
+    let (cluster, key) = Cluster::start(&[]).with_key(&["app"]);
     cluster.sql(
         "app",
         "CREATE TABLE public.notes (id bigserial PRIMARY KEY, owner text NOT NULL, body text); \

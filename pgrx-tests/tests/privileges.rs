@@ -27,10 +27,7 @@ fn trust_settings(key: &Key) -> Vec<(&'static str, String)> {
 
 #[test]
 fn ordinary_role_cannot_change_trust_settings() {
-    let cluster = Cluster::start(&[]);
-    cluster.setup("app", &["alice"]);
-    let configured = Key::new();
-    cluster.set_system("pg_rls_auth.jwks", &configured.public);
+    let (cluster, configured) = Cluster::start(&[]).with_key(&["alice"]);
     let attacker = Key::new();
     let mut alice = cluster.connect("alice", "app", "");
 
@@ -127,10 +124,7 @@ fn ordinary_role_cannot_change_trust_settings() {
 
 #[test]
 fn startup_packet_cannot_override_trust_settings() {
-    let cluster = Cluster::start(&[]);
-    cluster.setup("app", &["alice"]);
-    let configured = Key::new();
-    cluster.set_system("pg_rls_auth.jwks", &configured.public);
+    let (cluster, _configured) = Cluster::start(&[]).with_key(&["alice"]);
     let attacker = Key::new();
     // With the library preloaded the settings are defined before the startup packet is read:
     // an ordinary role sending one is refused at connection start (FATAL, 42501).
@@ -157,10 +151,7 @@ fn startup_packet_cannot_override_trust_settings() {
 
 #[test]
 fn without_preload_startup_and_set_values_cannot_replace_the_configuration() {
-    let cluster = Cluster::start_without_preload(&[]);
-    cluster.setup("app", &["alice"]);
-    let configured = Key::new();
-    cluster.set_system("pg_rls_auth.jwks", &configured.public);
+    let (cluster, configured) = Cluster::start_without_preload(&[]).with_key(&["alice"]);
     let attacker = Key::new();
     // Before the library is loaded in a backend the names are placeholders, which anyone can
     // send; when the library loads, PostgreSQL re-applies them with the sender's privileges,
@@ -395,10 +386,7 @@ fn rate_limit_state_is_the_extensions() {
 
 #[test]
 fn ordinary_role_cannot_forge_user_id() {
-    let cluster = Cluster::start(&[]);
-    cluster.setup("app", &["alice", "bob"]);
-    let key = Key::new();
-    cluster.set_system("pg_rls_auth.jwks", &key.public);
+    let (cluster, key) = Cluster::start(&[]).with_key(&["alice", "bob"]);
     let mut alice = cluster.connect("alice", "app", "");
     // PostgREST's claims are ignored while a key is configured.
     alice
@@ -461,10 +449,7 @@ fn ordinary_role_cannot_forge_user_id() {
 /// rights, nor change what its functions answer.
 #[test]
 fn search_path_objects_do_not_reach_the_extension() {
-    let cluster = Cluster::start(&[]);
-    cluster.setup("app", &["alice"]);
-    let key = Key::new();
-    cluster.set_system("pg_rls_auth.jwks", &key.public);
+    let (cluster, key) = Cluster::start(&[]).with_key(&["alice"]);
     cluster.sql(
         "app",
         "CREATE SCHEMA evil AUTHORIZATION alice; \

@@ -215,10 +215,7 @@ fn table_store_many_keys_exact_under_concurrency() {
 /// The RLS scenario: WITH CHECK lets exactly 100 inserts of one user through (also when
 /// 8 connections of that user race), the next fails with PT429, and other users are unaffected.
 fn rls_scenario(store: &str) {
-    let cluster = Cluster::start(&[]);
-    cluster.setup("app", &["alice", "bob"]);
-    let key = Key::new();
-    cluster.set_system("pg_rls_auth.jwks", &key.public);
+    let (cluster, key) = Cluster::start(&[]).with_key(&["alice", "bob"]);
     cluster.set_system("pg_rls_auth.rate_limit_store", store);
     cluster.sql(
         "app",

@@ -8,11 +8,7 @@ use pg_rls_auth_it::*;
 
 /// A cluster with database `app`, roles alice/bob/carol/dave and one configured key.
 fn keyed_cluster() -> (Cluster, Key) {
-    let cluster = Cluster::start(&[]);
-    cluster.setup("app", &["alice", "bob", "carol", "dave"]);
-    let key = Key::new();
-    cluster.set_system("pg_rls_auth.jwks", &key.public);
-    (cluster, key)
+    Cluster::start(&[]).with_key(&["alice", "bob", "carol", "dave"])
 }
 
 #[test]

@@ -396,10 +396,7 @@ fn a_table_store_check_waits_a_bounded_time_and_storage_stays_bounded() {
 
 #[test]
 fn parallel_workers_see_the_session_the_leader_sees_when_a_portal_runs() {
-    let cluster = Cluster::start(&["max_worker_processes = 8"]);
-    cluster.setup("app", &["alice"]);
-    let key = Key::new();
-    cluster.set_system("pg_rls_auth.jwks", &key.public);
+    let (cluster, key) = Cluster::start(&["max_worker_processes = 8"]).with_key(&["alice"]);
     let mut c = cluster.connect("alice", "app", "");
     c.batch_execute(
         "CREATE FUNCTION pg_temp.try_init(t text) RETURNS void LANGUAGE plpgsql AS

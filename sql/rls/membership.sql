@@ -29,8 +29,7 @@
 --   membership roles: extend the CHECK on workspace_members.role and pass them to
 --   cloud.my_workspace_ids('{owner,admin,...}'). Keep the helper's search_path pinned and its
 --   table names schema-qualified, or a caller could put their own objects in its way.
---   multi_tenant_example.sql contains this script's cloud.workspaces/cloud.workspace_members
---   part unchanged.
+--   multi_tenant_example.sql includes this script.
 --   Run with: psql -v ON_ERROR_STOP=1 -f membership.sql
 
 BEGIN;

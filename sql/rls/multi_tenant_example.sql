@@ -1,7 +1,8 @@
 -- pg_rls_auth policy script: a multi-tenant application, the whole picture in one run.
 --
--- Protects: public.documents, the tenants' data, and the membership tables cloud.workspaces and
---   cloud.workspace_members (membership.sql's part, unchanged). Sets up:
+-- Protects: public.documents, the tenants' data, and what membership.sql (included, so keep
+--   the two files together) protects: cloud.workspaces, cloud.workspace_members and its
+--   example table cloud.projects. Sets up:
 --   1. Roles. `authenticated` (signed-in clients) and `anon` (clients without a token) are
 --      NOLOGIN and granted to the login role `authenticator`, which the API server or pooler
 --      connects as (NOINHERIT: it has no rights of its own until it runs SET ROLE
@@ -16,9 +17,9 @@
 --      document is created in, or moved into, another workspace. Inserts are rate-limited:
 --      100 documents per user per hour (PT429 "rate limit exceeded" beyond). Any member may
 --      rename a document; its owner, the workspace's owner and admins may delete it.
---   4. cloud.workspaces / cloud.workspace_members with owner and member rights and the
---      SECURITY DEFINER helper cloud.my_workspace_ids() (pinned search_path, executable only
---      by authenticated), so no policy recurses: see membership.sql.
+--   4. membership.sql: cloud.workspaces / cloud.workspace_members with owner and member rights
+--      and the SECURITY DEFINER helper cloud.my_workspace_ids() (pinned search_path,
+--      executable only by authenticated), so no policy recurses.
 --   5. FORCE ROW LEVEL SECURITY on every table and an index on every column a policy filters
 --      by (documents.workspace_id, documents.owner_id, workspaces.owner_id,
 --      workspace_members.user_id; workspace_members.workspace_id leads its primary key).
@@ -39,113 +40,28 @@
 --   more member roles: see membership.sql. The parts are independent: drop the claim check
 --   from the documents policies to let a user see all their workspaces at once, or the
 --   membership check to trust the claim alone (workspace.sql).
---   Run with: psql -v ON_ERROR_STOP=1 -f multi_tenant_example.sql
+--   Run with: psql -v ON_ERROR_STOP=1 -f multi_tenant_example.sql (from any directory: psql
+--   finds membership.sql beside it)
+
+-- Membership: cloud.workspaces, cloud.workspace_members, the helper cloud.my_workspace_ids()
+-- and its example data table cloud.projects, in their own transaction.
+\ir membership.sql
 
 BEGIN;
 SET LOCAL client_min_messages = warning;  -- quiet "already exists, skipping" on re-runs
 
-CREATE EXTENSION IF NOT EXISTS pg_rls_auth;
-
--- Roles.
+-- Roles (membership.sql, included above, made authenticated and cloud_membership_reader).
 DO $$
 BEGIN
-  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'authenticated') THEN
-    CREATE ROLE authenticated NOLOGIN;
-  END IF;
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'anon') THEN
     CREATE ROLE anon NOLOGIN;
   END IF;
   IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'authenticator') THEN
     CREATE ROLE authenticator LOGIN NOINHERIT;
   END IF;
-  IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'cloud_membership_reader') THEN
-    CREATE ROLE cloud_membership_reader NOLOGIN BYPASSRLS;
-  END IF;
 END
 $$;
-ALTER ROLE cloud_membership_reader NOLOGIN BYPASSRLS;
 GRANT authenticated, anon TO authenticator;
-
--- Membership: membership.sql's cloud.workspaces / cloud.workspace_members part.
-CREATE SCHEMA IF NOT EXISTS cloud;
-GRANT USAGE ON SCHEMA cloud TO authenticated, cloud_membership_reader;
-
-CREATE TABLE IF NOT EXISTS cloud.workspaces (
-  id uuid PRIMARY KEY DEFAULT gen_random_uuid(),
-  name text NOT NULL,
-  owner_id text NOT NULL DEFAULT auth.user_id(),
-  created_at timestamptz NOT NULL DEFAULT now()
-);
-CREATE INDEX IF NOT EXISTS workspaces_owner_id_idx ON cloud.workspaces (owner_id);
-
-CREATE TABLE IF NOT EXISTS cloud.workspace_members (
-  workspace_id uuid NOT NULL REFERENCES cloud.workspaces (id) ON DELETE CASCADE,
-  user_id text NOT NULL,
-  role text NOT NULL DEFAULT 'member' CHECK (role IN ('admin', 'member')),
-  created_at timestamptz NOT NULL DEFAULT now(),
-  PRIMARY KEY (workspace_id, user_id)          -- also the index on workspace_id
-);
-CREATE INDEX IF NOT EXISTS workspace_members_user_id_idx ON cloud.workspace_members (user_id);
-
--- The workspaces the session's user belongs to with one of `roles` ('owner' = the
--- workspace's owner_id). Runs as cloud_membership_reader, so the policies below do not apply
--- to its reads: no recursion.
-CREATE OR REPLACE FUNCTION cloud.my_workspace_ids(roles text[] DEFAULT '{owner,admin,member}')
-  RETURNS SETOF uuid
-  LANGUAGE sql STABLE SECURITY DEFINER
-  SET search_path = ''
-AS $$
-  SELECT w.id FROM cloud.workspaces AS w
-   WHERE 'owner' = ANY (roles) AND w.owner_id = auth.user_id()
-  UNION
-  SELECT m.workspace_id FROM cloud.workspace_members AS m
-   WHERE m.user_id = auth.user_id() AND m.role = ANY (roles)
-$$;
-GRANT SELECT ON cloud.workspaces, cloud.workspace_members TO cloud_membership_reader;
-ALTER FUNCTION cloud.my_workspace_ids(text[]) OWNER TO cloud_membership_reader;
-REVOKE ALL ON FUNCTION cloud.my_workspace_ids(text[]) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION cloud.my_workspace_ids(text[]) TO authenticated;
-
-ALTER TABLE cloud.workspaces ENABLE ROW LEVEL SECURITY;
-ALTER TABLE cloud.workspaces FORCE ROW LEVEL SECURITY;
--- owner_id and id are not updatable: ownership moves only through trusted code.
-GRANT SELECT, INSERT, DELETE ON cloud.workspaces TO authenticated;
-GRANT UPDATE (name) ON cloud.workspaces TO authenticated;
-
-DROP POLICY IF EXISTS workspaces_select ON cloud.workspaces;
-CREATE POLICY workspaces_select ON cloud.workspaces FOR SELECT TO authenticated
-  USING (owner_id = (SELECT auth.user_id()) OR id IN (SELECT cloud.my_workspace_ids()));
-DROP POLICY IF EXISTS workspaces_insert ON cloud.workspaces;
-CREATE POLICY workspaces_insert ON cloud.workspaces FOR INSERT TO authenticated
-  WITH CHECK (owner_id = (SELECT auth.user_id()));
-DROP POLICY IF EXISTS workspaces_update ON cloud.workspaces;
-CREATE POLICY workspaces_update ON cloud.workspaces FOR UPDATE TO authenticated
-  USING (id IN (SELECT cloud.my_workspace_ids('{owner,admin}')))
-  WITH CHECK (id IN (SELECT cloud.my_workspace_ids('{owner,admin}')));
-DROP POLICY IF EXISTS workspaces_delete ON cloud.workspaces;
-CREATE POLICY workspaces_delete ON cloud.workspaces FOR DELETE TO authenticated
-  USING (owner_id = (SELECT auth.user_id()));
-
-ALTER TABLE cloud.workspace_members ENABLE ROW LEVEL SECURITY;
-ALTER TABLE cloud.workspace_members FORCE ROW LEVEL SECURITY;
-GRANT SELECT, INSERT, DELETE ON cloud.workspace_members TO authenticated;
-GRANT UPDATE (role) ON cloud.workspace_members TO authenticated;
-
-DROP POLICY IF EXISTS workspace_members_select ON cloud.workspace_members;
-CREATE POLICY workspace_members_select ON cloud.workspace_members FOR SELECT TO authenticated
-  USING (workspace_id IN (SELECT cloud.my_workspace_ids()));
-DROP POLICY IF EXISTS workspace_members_insert ON cloud.workspace_members;
-CREATE POLICY workspace_members_insert ON cloud.workspace_members FOR INSERT TO authenticated
-  WITH CHECK (workspace_id IN (SELECT cloud.my_workspace_ids('{owner,admin}')));
-DROP POLICY IF EXISTS workspace_members_update ON cloud.workspace_members;
-CREATE POLICY workspace_members_update ON cloud.workspace_members FOR UPDATE TO authenticated
-  USING (workspace_id IN (SELECT cloud.my_workspace_ids('{owner,admin}')))
-  WITH CHECK (workspace_id IN (SELECT cloud.my_workspace_ids('{owner,admin}')));
-DROP POLICY IF EXISTS workspace_members_delete ON cloud.workspace_members;
-CREATE POLICY workspace_members_delete ON cloud.workspace_members FOR DELETE TO authenticated
-  USING (user_id = (SELECT auth.user_id())
-         OR workspace_id IN (SELECT cloud.my_workspace_ids('{owner,admin}')));
-
 
 -- The tenants' data.
 CREATE TABLE IF NOT EXISTS public.documents (

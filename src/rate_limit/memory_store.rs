@@ -5,6 +5,7 @@
 
 use super::Counters;
 use crate::guc;
+use crate::pg_raw;
 use pg_rls_auth_core::gcra::{Decision, Limit};
 use pg_rls_auth_core::slot_table::{max_used, slots_for_capacity, KeyId, Slot, SlotTable};
 use pgrx::pg_sys;
@@ -34,17 +35,6 @@ struct Header {
     checks: AtomicU64,
     admitted: AtomicU64,
     partitions: [PartitionStats; PARTITIONS],
-}
-
-// LWLockAcquire/Release called directly rather than through pgrx's guarded wrappers (which set
-// up a longjmp catch per call): in this hot path they cannot raise (LWLockAcquire's only
-// ERROR is "too many LWLocks taken", over 200 held at once), and the slot table code between
-// them can at most panic.
-unsafe extern "C-unwind" {
-    #[link_name = "LWLockAcquire"]
-    fn raw_lwlock_acquire(lock: *mut pg_sys::LWLock, mode: pg_sys::LWLockMode::Type) -> bool;
-    #[link_name = "LWLockRelease"]
-    fn raw_lwlock_release(lock: *mut pg_sys::LWLock);
 }
 
 static mut HEADER: *mut Header = std::ptr::null_mut();
@@ -179,7 +169,7 @@ fn with_partition<R>(id: KeyId, f: impl FnOnce(&mut SlotTable, &mut PartitionSta
         let per = (*HEADER).slots_per_partition;
         let p = id.partition(PARTITIONS);
         let lock = &raw mut (*LOCKS.add(p)).lock;
-        raw_lwlock_acquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
+        pg_raw::lwlock_acquire(lock, pg_sys::LWLockMode::LW_EXCLUSIVE);
         let slots = std::slice::from_raw_parts_mut(SLOTS.add(p * per), per);
         let cells = std::slice::from_raw_parts_mut(CELLS.add(p * per), per);
         let stats = &mut (*HEADER).partitions[p];
@@ -188,7 +178,7 @@ fn with_partition<R>(id: KeyId, f: impl FnOnce(&mut SlotTable, &mut PartitionSta
         let mut used = stats.used;
         let result = f(&mut SlotTable::new(slots, cells, &mut used), stats);
         stats.used = used;
-        raw_lwlock_release(lock);
+        pg_raw::lwlock_release(lock);
         result
     }
 }
@@ -247,10 +237,10 @@ fn partition_stats() -> impl Iterator<Item = (u32, u64, u64, u64)> {
     // (see with_partition), and plain reads cannot panic.
     (0..PARTITIONS).map(|p| unsafe {
         let lock = &raw mut (*LOCKS.add(p)).lock;
-        raw_lwlock_acquire(lock, pg_sys::LWLockMode::LW_SHARED);
+        pg_raw::lwlock_acquire(lock, pg_sys::LWLockMode::LW_SHARED);
         let s = &(*HEADER).partitions[p];
         let out = (s.used, s.checks, s.admitted, s.evictions);
-        raw_lwlock_release(lock);
+        pg_raw::lwlock_release(lock);
         out
     })
 }

@@ -8,9 +8,9 @@ use crate::errors::{
     OrReport, Raise, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE,
     READ_ONLY_SQL_TRANSACTION, TOO_MANY_REQUESTS,
 };
-use crate::fmgr::{arg, text_arg};
+use crate::fmgr::{Answer, Boolean, Datum};
 use crate::guc::{self, RateLimitAction, RateLimitStore};
-use crate::v1_function;
+use crate::sql_function;
 use pg_rls_auth_core::gcra::{Decision, Limit, NANOS_PER_SEC};
 use pgrx::prelude::*;
 use std::cell::Cell;
@@ -160,30 +160,20 @@ fn seconds(ns: i128) -> f64 {
     ns as f64 / NANOS_PER_SEC as f64
 }
 
-/// # Safety
-/// Called only from the `fmgr::Body`s below (inside `fmgr::call`'s guard, main thread) with
-/// their valid `fcinfo` for auth.check_write_rate(key, max_writes integer, window_seconds
-/// integer, bucket text).
-unsafe fn check_write_rate_with(
-    fcinfo: pg_sys::FunctionCallInfo,
+fn check_write_rate_with(
     key: Option<&str>,
-) -> Result<Option<pg_sys::Datum>, Raise> {
-    // SAFETY: valid `fcinfo` whose arguments 1 and 2 are integer and 3 is text (caller's
-    // obligation, per the SQL declarations below; the planner fills in bucket's DEFAULT).
-    // Plain reads of int4 datums; text_arg's conversion errors are panics for the guard.
-    let max_writes = unsafe { arg::<i32>(fcinfo, 1) };
-    // SAFETY: as above.
-    let window_seconds = unsafe { arg::<i32>(fcinfo, 2) };
-    // SAFETY: as above; `bucket` is used only during this call.
-    let bucket = unsafe { text_arg(fcinfo, 3) };
+    max_writes: Option<i32>,
+    window_seconds: Option<i32>,
+    bucket: Option<&str>,
+) -> Answer<Boolean> {
     let (key, bucket) = checked_key(key, bucket)?;
     let limit = checked_limit(max_writes, window_seconds)?;
     let decision = decide(bucket, key, limit, true)?;
     if decision.allowed {
-        return Ok(Some(true.into()));
+        return Ok(Some(Datum::boolean(true)));
     }
     if guc::RATE_LIMIT_ACTION.get() == RateLimitAction::Deny {
-        return Ok(Some(false.into()));
+        return Ok(Some(Datum::boolean(false)));
     }
     let retry = seconds(decision.retry_after_ns).ceil().max(1.0);
     Err(Raise::new(TOO_MANY_REQUESTS, "rate limit exceeded")
@@ -196,45 +186,38 @@ unsafe fn check_write_rate_with(
         .hint(format!("The next write is allowed in {retry} seconds.")))
 }
 
-/// # Safety
-/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
-/// thread, with a valid `fcinfo` for auth.check_write_rate(key text, ...).
-unsafe fn check_write_rate_text(
-    fcinfo: pg_sys::FunctionCallInfo,
-) -> Result<Option<pg_sys::Datum>, Raise> {
-    // SAFETY: valid `fcinfo` whose argument 0 is text (caller's obligation); `key` is used
-    // only during this call.
-    let key = unsafe { text_arg(fcinfo, 0) };
-    // SAFETY: our own obligations are exactly check_write_rate_with's.
-    unsafe { check_write_rate_with(fcinfo, key) }
+sql_function! {
+    symbol = auth_check_write_rate, finfo = pg_finfo_auth_check_write_rate,
+    name = "auth_check_write_rate",
+    body = check_write_rate_with(key: Text, max_writes: Integer, window_seconds: Integer, bucket: Text) -> Boolean,
+    hide_statement = false,
+    sql = r#"
+CREATE FUNCTION auth.check_write_rate(key text, max_writes integer, window_seconds integer, bucket text DEFAULT 'default')
+    RETURNS boolean LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'auth_check_write_rate';
+COMMENT ON FUNCTION auth.check_write_rate(text, integer, integer, text) IS
+    'Admits a write for (bucket, key) under max_writes per window_seconds (GCRA); over the limit raises SQLSTATE PT429';
+"#,
 }
-v1_function!(
-    auth_check_write_rate,
-    pg_finfo_auth_check_write_rate,
-    check_write_rate_text,
-    hide_statement = false
-);
 
-/// # Safety
-/// A `fmgr::Body`: called only through `fmgr::call`, inside its pgrx guard, on the main
-/// thread, with a valid `fcinfo` for auth.check_write_rate(key uuid, ...).
-unsafe fn check_write_rate_uuid(
-    fcinfo: pg_sys::FunctionCallInfo,
-) -> Result<Option<pg_sys::Datum>, Raise> {
-    // SAFETY: valid `fcinfo` whose argument 0 is uuid (caller's obligation); the 16 bytes are
-    // copied out, nothing can raise.
-    let key = unsafe { arg::<pgrx::Uuid>(fcinfo, 0) }.map(|u| u.to_string());
-    // SAFETY: our own obligations are exactly check_write_rate_with's. `key` (a String) stays
-    // live during it: dropped normally, or by unwinding on a guarded ERROR (only the memory
-    // store's raw LWLockAcquire, which cannot raise in practice, would skip it).
-    unsafe { check_write_rate_with(fcinfo, key.as_deref()) }
+fn check_write_rate_uuid(
+    key: Option<pgrx::Uuid>,
+    max_writes: Option<i32>,
+    window_seconds: Option<i32>,
+    bucket: Option<&str>,
+) -> Answer<Boolean> {
+    let key = key.map(|u| u.to_string());
+    check_write_rate_with(key.as_deref(), max_writes, window_seconds, bucket)
 }
-v1_function!(
-    auth_check_write_rate_uuid,
-    pg_finfo_auth_check_write_rate_uuid,
-    check_write_rate_uuid,
-    hide_statement = false
-);
+sql_function! {
+    symbol = auth_check_write_rate_uuid, finfo = pg_finfo_auth_check_write_rate_uuid,
+    name = "auth_check_write_rate_uuid",
+    body = check_write_rate_uuid(key: Uuid, max_writes: Integer, window_seconds: Integer, bucket: Text) -> Boolean,
+    hide_statement = false,
+    sql = r#"
+CREATE FUNCTION auth.check_write_rate(key uuid, max_writes integer, window_seconds integer, bucket text DEFAULT 'default')
+    RETURNS boolean LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'auth_check_write_rate_uuid';
+"#,
+}
 
 /// Where a key stands, without consuming a write.
 #[pg_extern(volatile, parallel_unsafe)]
@@ -305,12 +288,6 @@ fn write_rate_stats() -> TableIterator<
 
 pgrx::extension_sql!(
     r#"
-CREATE FUNCTION auth.check_write_rate(key text, max_writes integer, window_seconds integer, bucket text DEFAULT 'default')
-    RETURNS boolean LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'auth_check_write_rate';
-COMMENT ON FUNCTION auth.check_write_rate(text, integer, integer, text) IS
-    'Admits a write for (bucket, key) under max_writes per window_seconds (GCRA); over the limit raises SQLSTATE PT429';
-CREATE FUNCTION auth.check_write_rate(key uuid, max_writes integer, window_seconds integer, bucket text DEFAULT 'default')
-    RETURNS boolean LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'auth_check_write_rate_uuid';
 -- Internal state lives in a schema of its own, created here by the script (as a superuser) and
 -- so owned by one: the database owner who installs the extension owns schema auth and could
 -- rename it or create look-alike objects there, but cannot touch this schema.

@@ -7,11 +7,14 @@ use pgrx::guc::{GucContext, GucFlags, GucRegistry, GucSetting};
 use pgrx::{pg_guard, pg_sys, PostgresGucEnum};
 use std::ffi::{c_char, c_void, CStr, CString};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::OnceLock;
 
-use crate::errors::{Raise, INSUFFICIENT_PRIVILEGE};
-use crate::pg_versions::{self, guc_variables};
-use pg_rls_auth_core::AuthError;
+mod read;
+mod startup_overrides;
+mod write;
+
+pub use read::{bytes_value, explicitly_set, session_value, string_value, ForeignSetting};
+pub use startup_overrides::check_startup_overrides;
+pub use write::{set_session, set_token_setting};
 
 pub static JWKS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static JWT_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -67,7 +70,7 @@ pub static SESSION_GENERATION: AtomicU64 = AtomicU64::new(1);
 pub static TOKEN_SETTING_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// Whether pg_session_jwt.jwt is ours (pg_session_jwt itself may be loaded and own it).
-static TOKEN_SETTING_DEFINED: std::sync::atomic::AtomicBool =
+pub(crate) static TOKEN_SETTING_DEFINED: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
 
 /// # Safety
@@ -183,59 +186,6 @@ unsafe extern "C-unwind" fn check_secret_source(
     )
 }
 
-/// A string setting's bytes without copying; empty and unset are both None.
-pub fn bytes_value(setting: &GucSetting<Option<CString>>) -> Option<&'static [u8]> {
-    // SAFETY: as_ptr points at the `char *` that DefineCustomStringVariable registered and
-    // that PostgreSQL rewrites when the value changes; read on the main thread, the only one
-    // that writes it. A plain read: nothing can raise.
-    let ptr = unsafe { *setting.as_ptr() };
-    if ptr.is_null() {
-        return None;
-    }
-    // SAFETY: a non-NULL value is a NUL-terminated string owned by the GUC machinery. It is
-    // freed once the setting is replaced (SET, RESET, reload, end of transaction) and no
-    // saved state refers to it, so `'static` is an assumption: every caller uses or copies
-    // the bytes before anything can change this setting (`session::start` sets only
-    // `pg_rls_auth.session` while it holds `pg_session_jwt.jwt`'s value).
-    let bytes = unsafe { CStr::from_ptr(ptr) }.to_bytes();
-    (!bytes.is_empty()).then_some(bytes)
-}
-
-/// A string setting as text; empty and unset are both None. A value that is not UTF-8 (set
-/// from a SQL_ASCII database, say) is a configuration error naming the setting, never
-/// "unset": an unreadable key or claim check must fail closed.
-pub fn string_value(
-    setting: &GucSetting<Option<CString>>,
-    name: &str,
-) -> Result<Option<&'static str>, AuthError> {
-    bytes_value(setting)
-        .map(|b| {
-            std::str::from_utf8(b)
-                .map_err(|_| AuthError::bad_config(format!("{name} is not valid UTF-8")))
-        })
-        .transpose()
-}
-
-/// A string setting this extension does not define (PostgREST's `request.jwt.claims`), read on
-/// the per-row path of the fallback. How it is found depends on the PostgreSQL version (see
-/// `pg_versions`).
-#[derive(Default)]
-pub struct ForeignSetting(pg_versions::SettingLookup);
-
-impl ForeignSetting {
-    /// The current value of setting `name` (always the same for one instance) as bytes; empty
-    /// and unset are both None.
-    pub fn value(&self, name: &CStr) -> Option<&'static [u8]> {
-        let bytes = self.0.string_value(name)?;
-        (!bytes.is_empty()).then_some(bytes)
-    }
-}
-
-/// The stored session, if any (written only by this extension, as JSON text).
-pub fn session_value() -> Option<&'static str> {
-    string_value(&SESSION, "pg_rls_auth.session").ok().flatten()
-}
-
 fn define_string(
     name: &'static CStr,
     short: &'static CStr,
@@ -294,75 +244,8 @@ fn not_in_sample() -> GucFlags {
     GucFlags::from_bits_retain(pg_sys::GUC_NOT_IN_SAMPLE as i32)
 }
 
-const PREFIX: &[u8] = b"pg_rls_auth.";
-
-/// This extension's settings that a non-superuser sent in the startup packet before the library
-/// was loaded (it was not preloaded), found by `init`.
-static STARTUP_OVERRIDES: OnceLock<Vec<String>> = OnceLock::new();
-
-/// Startup-packet values become a setting's reset value. When the library then loads,
-/// PostgreSQL re-applies them with the sender's privileges, refuses them for a non-superuser,
-/// and leaves the setting at its built-in default: the configured keys and checks are gone for
-/// that connection. Find such settings before defining them, to fail closed.
-fn find_startup_overrides() -> Vec<String> {
-    // SAFETY: main thread, in _PG_init. With missing_ok = true and restrict_privileged = false
-    // GetConfigOption cannot raise; for this bool setting it returns NULL or a NUL-terminated
-    // string in a static buffer, read here before any other call can overwrite it.
-    let superuser = unsafe {
-        let v = pg_sys::GetConfigOption(c"is_superuser".as_ptr(), true, false);
-        !v.is_null() && CStr::from_ptr(v).to_bytes() == b"on"
-    };
-    if superuser {
-        return Vec::new();
-    }
-    let mut found = Vec::new();
-    // SAFETY: main thread, in _PG_init. `guc_variables` gives `count` pointers to live
-    // records, each with a NUL-terminated name, unchanged while this loop runs (it defines and
-    // removes nothing). On 15 nothing here can raise. On 16 and later the raw
-    // get_guc_variables pallocs and can raise ERROR (out of memory) unguarded: that longjmp
-    // would skip `found` (still empty then, so nothing allocated to leak) and _PG_init's guard.
-    unsafe {
-        let (vars, count) = guc_variables();
-        for i in 0..count {
-            let var = &**vars.add(i);
-            let name = CStr::from_ptr(var.name).to_bytes();
-            let placeholder = var.flags & pg_sys::GUC_CUSTOM_PLACEHOLDER as i32 != 0;
-            let from_startup = var.reset_source == pg_sys::GucSource::PGC_S_CLIENT
-                || var.source == pg_sys::GucSource::PGC_S_CLIENT;
-            // PostgreSQL matches setting names without regard to case, so must we: a client
-            // sending PG_RLS_AUTH.JWKS overrides pg_rls_auth.jwks.
-            let ours = name.len() > PREFIX.len()
-                && name[..PREFIX.len()].eq_ignore_ascii_case(PREFIX)
-                && !name.eq_ignore_ascii_case(b"pg_rls_auth.session_jwk");
-            if placeholder && from_startup && ours {
-                found.push(String::from_utf8_lossy(name).into_owned());
-            }
-        }
-    }
-    found
-}
-
-/// Fails, as every session function does, when a non-superuser's startup packet overrode this
-/// extension's settings.
-pub fn check_startup_overrides() -> Result<(), Raise> {
-    let Some(names) = STARTUP_OVERRIDES.get().filter(|n| !n.is_empty()) else {
-        return Ok(());
-    };
-    Err(
-        Raise::new(
-            INSUFFICIENT_PRIVILEGE,
-            "pg_rls_auth settings were sent at connection start by a role that may not set them",
-        )
-        .detail(format!(
-            "{} replaced the configured values for this connection.",
-            names.join(", ")
-        ))
-        .hint("Connect without them (PGOPTIONS, -c), or preload the library: shared_preload_libraries = 'pg_rls_auth'."),
-    )
-}
-
 pub fn init() {
-    let _ = STARTUP_OVERRIDES.set(find_startup_overrides());
+    startup_overrides::find();
     let hidden = GucFlags::SUPERUSER_ONLY | GucFlags::NO_SHOW_ALL;
     define_string(
         c"pg_rls_auth.jwks",
@@ -569,58 +452,4 @@ fn define_rate_limit_slots() {
         GucContext::Postmaster,
         GucFlags::default(),
     );
-}
-
-/// Sets one of this extension's settings from C, as SET or SET LOCAL would, at `context`.
-fn set(name: &CStr, value: &str, local: bool, context: pg_sys::GucContext::Type) {
-    let value = CString::new(value).expect("JSON text and tokens have no NUL byte");
-    let action = if local {
-        pg_sys::GucAction::GUC_ACTION_LOCAL
-    } else {
-        pg_sys::GucAction::GUC_ACTION_SET
-    };
-    // SAFETY: main thread; `name` and `value` are NUL-terminated and outlive the call (the
-    // value is copied). `name` is a setting this extension defined (pg_session_jwt.jwt only
-    // when ours), so its record exists. With elevel ERROR it raises for a refused change
-    // (e.g. in a parallel worker, or pg_session_jwt.jwt inside a security-restricted
-    // operation); pg_sys::set_config_option is pgrx's guarded wrapper, so that ERROR becomes a
-    // Rust panic that unwinds (dropping `value`) to the pgrx guard every caller runs under
-    // (`fmgr::call`, #[pg_extern], the hooks' #[pg_guard]); no caller holds a RefCell borrow
-    // across this call.
-    unsafe {
-        pg_sys::set_config_option(
-            name.as_ptr(),
-            value.as_ptr(),
-            context,
-            pg_sys::GucSource::PGC_S_SESSION,
-            action,
-            true,
-            pgrx::PgLogLevel::ERROR as i32,
-            false,
-        );
-    }
-}
-
-/// Sets the session setting, at superuser level (no statement of an ordinary role can).
-pub fn set_session(value: &str, local: bool) {
-    set(SESSION_GUC, value, local, pg_sys::GucContext::PGC_SUSET);
-}
-
-/// Sets `pg_session_jwt.jwt` (when it is ours), as the caller's own SET would.
-pub fn set_token_setting(token: &str, local: bool) {
-    if TOKEN_SETTING_DEFINED.load(Ordering::Relaxed) {
-        set(
-            c"pg_session_jwt.jwt",
-            token,
-            local,
-            pg_sys::GucContext::PGC_USERSET,
-        );
-    }
-}
-
-/// Whether a setting's current value was set anywhere (a file, ALTER SYSTEM/ROLE/DATABASE,
-/// SET), rather than left at its built-in default. Found by name, without regard to case.
-pub fn explicitly_set(name: &CStr) -> bool {
-    pg_versions::setting_source(name)
-        .is_some_and(|source| source != pg_sys::GucSource::PGC_S_DEFAULT)
 }

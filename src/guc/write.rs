@@ -1,0 +1,54 @@
+//! Writing this extension's settings from C: the verified session (at superuser level, so no
+//! statement of an ordinary role can) and pg_session_jwt's token setting.
+
+use super::{SESSION_GUC, TOKEN_SETTING_DEFINED};
+use pgrx::pg_sys;
+use std::ffi::{CStr, CString};
+use std::sync::atomic::Ordering;
+
+/// Sets one of this extension's settings from C, as SET or SET LOCAL would, at `context`.
+fn set(name: &CStr, value: &str, local: bool, context: pg_sys::GucContext::Type) {
+    let value = CString::new(value).expect("JSON text and tokens have no NUL byte");
+    let action = if local {
+        pg_sys::GucAction::GUC_ACTION_LOCAL
+    } else {
+        pg_sys::GucAction::GUC_ACTION_SET
+    };
+    // SAFETY: main thread; `name` and `value` are NUL-terminated and outlive the call (the
+    // value is copied). `name` is a setting this extension defined (pg_session_jwt.jwt only
+    // when ours), so its record exists. With elevel ERROR it raises for a refused change
+    // (e.g. in a parallel worker, or pg_session_jwt.jwt inside a security-restricted
+    // operation); pg_sys::set_config_option is pgrx's guarded wrapper, so that ERROR becomes a
+    // Rust panic that unwinds (dropping `value`) to the pgrx guard every caller runs under
+    // (`fmgr::call`, #[pg_extern], the hooks' #[pg_guard]); no caller holds a RefCell borrow
+    // across this call.
+    unsafe {
+        pg_sys::set_config_option(
+            name.as_ptr(),
+            value.as_ptr(),
+            context,
+            pg_sys::GucSource::PGC_S_SESSION,
+            action,
+            true,
+            pgrx::PgLogLevel::ERROR as i32,
+            false,
+        );
+    }
+}
+
+/// Sets the session setting, at superuser level (no statement of an ordinary role can).
+pub fn set_session(value: &str, local: bool) {
+    set(SESSION_GUC, value, local, pg_sys::GucContext::PGC_SUSET);
+}
+
+/// Sets `pg_session_jwt.jwt` (when it is ours), as the caller's own SET would.
+pub fn set_token_setting(token: &str, local: bool) {
+    if TOKEN_SETTING_DEFINED.load(Ordering::Relaxed) {
+        set(
+            c"pg_session_jwt.jwt",
+            token,
+            local,
+            pg_sys::GucContext::PGC_USERSET,
+        );
+    }
+}
