@@ -100,13 +100,21 @@ class Bench:
                     supa_jwt, raw = net_ns(conn, "bench_baseline.jwt() ->> 'workspace_id'")
                     self.record(case, f"[{mode}] Supabase-style SQL auth.jwt()->>'workspace_id'", supa_jwt,
                                 "ns/row", "current_setting", supa_jwt / base, raw)
+                hand_written = {}
                 for expr in ["auth.user_id()", "auth.uid()", "auth.claim('workspace_id')",
                              "auth.session() ->> 'workspace_id'"]:
                     v, raw = net_ns(conn, expr)
+                    hand_written[expr] = v
                     self.record(case, f"[{mode}] {expr}", v, "ns/row", "current_setting", v / base, raw)
                     if mode == "fallback" and expr == "auth.user_id()":
                         self.record(case, f"[{mode}] auth.user_id() speed-up over Supabase-style auth.uid()",
                                     supa_uid / v, "x", "Supabase-style auth.uid()", supa_uid / v)
+                # The same answers through pgrx's #[pg_extern] (the `bench` feature's twins).
+                for expr, twin in [("auth.user_id()", "auth.user_id_pg_extern()"),
+                                   ("auth.claim('workspace_id')", "auth.claim_pg_extern('workspace_id')")]:
+                    v, raw = net_ns(conn, twin)
+                    self.record(case, f"[{mode}] {expr} through #[pg_extern]", v, "ns/row",
+                                f"hand-written {expr}", v / hand_written[expr], raw)
 
     # -- case 2: RLS scan -----------------------------------------------------------------
     def rls_scan(self):

@@ -50,9 +50,10 @@ install_extension() {
 layer "cargo fmt --check" cargo fmt --all --check
 layer "cargo clippy" cargo clippy --workspace --all-targets -- -D warnings
 if [[ " ${versions[*]} " == *" 18 "* ]]; then
-  # The code only PostgreSQL 16 and later compile (src/pg_versions.rs).
-  layer "cargo clippy (PostgreSQL 18)" \
-    cargo clippy -p pg_rls_auth --no-default-features --features pg18 -- -D warnings
+  # The code only PostgreSQL 16 and later compile (src/pg_versions.rs), and the benchmark's
+  # `bench` feature.
+  layer "cargo clippy (PostgreSQL 18, bench feature)" \
+    cargo clippy -p pg_rls_auth --no-default-features --features "pg18 bench" -- -D warnings
 fi
 layer "core unit and property tests (cargo test)" cargo test -p pg_rls_auth_core
 for major in "${versions[@]}"; do

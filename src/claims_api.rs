@@ -160,6 +160,30 @@ COMMENT ON FUNCTION auth.organization_id() IS 'The id of the Neon Auth organizat
 "#,
 }
 
+/// auth.user_id() and auth.claim() through `#[pg_extern]`, so the benchmark measures in the
+/// same run what the hand-written entry points above save. Built only with the `bench`
+/// feature (scripts/bench.sh), never installed otherwise.
+#[cfg(feature = "bench")]
+mod pg_extern_twins {
+    use crate::errors::OrReport;
+    use crate::session;
+    use pgrx::prelude::*;
+
+    #[pg_extern(stable, parallel_safe)]
+    fn user_id_pg_extern() -> Option<String> {
+        session::current()
+            .or_report()
+            .and_then(|s| s.user_id.clone())
+    }
+
+    #[pg_extern(stable, parallel_safe)]
+    fn claim_pg_extern(path: &str) -> Option<String> {
+        session::current()
+            .or_report()
+            .and_then(|s| s.claim_text(path))
+    }
+}
+
 pgrx::extension_sql!(
     r#"
 -- Policies of every role call these functions, so the schema must be usable by all. That is

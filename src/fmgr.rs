@@ -110,8 +110,29 @@ impl<T> Datum<T> {
 }
 
 impl Datum<Text> {
+    /// `s` as text in the database's encoding (an ERROR when it has no equivalent there).
     pub fn text(s: &str) -> Result<Self, Raise> {
-        text_datum(s).map(Self::new)
+        if utf8_database() || s.is_ascii() {
+            return text_datum(s).map(Self::new);
+        }
+        let len = i32::try_from(s.len()).map_err(|_| out_of_memory(s.len()))?;
+        // SAFETY: main thread, inside the V1 call's pgrx guard. pg_any_to_server reads `len`
+        // bytes of `s` (valid UTF-8, as PG_UTF8 says) and returns either `s` itself (when no
+        // conversion applies, as in a SQL_ASCII database: then `len` bytes, no NUL) or the
+        // converted text, NUL-terminated, in a new palloc'd string. cstring_to_text_with_len
+        // copies exactly the length given. Both are pgrx's guarded wrappers: a conversion
+        // ERROR becomes a panic that unwinds normally.
+        let datum = unsafe {
+            let converted =
+                pg_sys::pg_any_to_server(s.as_ptr().cast(), len, pg_sys::pg_enc::PG_UTF8 as i32);
+            let converted_len = if std::ptr::eq(converted.cast_const(), s.as_ptr().cast()) {
+                s.len()
+            } else {
+                std::ffi::CStr::from_ptr(converted).to_bytes().len()
+            };
+            pg_sys::cstring_to_text_with_len(converted, converted_len as i32)
+        };
+        Ok(Self::new(pg_sys::Datum::from(datum)))
     }
 }
 
@@ -315,9 +336,10 @@ fn utf8_database() -> bool {
     unsafe { pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32 }
 }
 
-/// A `text` argument as `&str`, or None when NULL. Plain (not toasted) UTF-8 values, the usual
-/// case for keys computed per row, are read in place; anything else goes through pgrx's
-/// conversion, which detoasts and converts from the database encoding.
+/// A `text` argument as `&str`, or None when NULL. Plain (not toasted) values in a UTF-8
+/// database, or all ASCII, the usual case for keys computed per row, are read in place;
+/// toasted values are detoasted, and other encodings converted to UTF-8, in the call's memory
+/// context.
 ///
 /// # Safety
 /// `fcinfo` must be valid and argument `n` of type text; main thread, inside a pgrx guard.
@@ -326,31 +348,48 @@ unsafe fn text_arg<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<&'a
     // SAFETY: valid `fcinfo` (caller's obligation); reads the argument slot only (an
     // out-of-range `n` panics), nothing can raise.
     let datum = unsafe { pgrx::fcinfo::pg_getarg_datum(fcinfo, n) }?;
-    let ptr = datum.cast_mut_ptr::<pg_sys::varlena>() as *const pg_sys::varlena;
-    // SAFETY: a non-NULL text argument is a pointer to a varlena that stays valid for the
-    // whole call (the caller must not keep the result longer). Its first header byte is
-    // readable; when it is neither external (1B_E) nor compressed (4B_C), the value is
-    // inline with a 1- or 4-byte header, and vardata_any/varsize_any_exhdr give its payload,
-    // so the slice is in bounds (u8 needs no alignment). Anything else goes through `arg`
-    // (same obligations as ours), which detoasts with guarded calls: an ERROR there is a
-    // panic, and only Copy values are live here.
-    unsafe {
-        let toasted = pgrx::varlena::varatt_is_1b_e(ptr) || pgrx::varlena::varatt_is_4b_c(ptr);
-        if !toasted {
-            let bytes = std::slice::from_raw_parts(
-                pgrx::varlena::vardata_any(ptr) as *const u8,
-                pgrx::varlena::varsize_any_exhdr(ptr),
+    // SAFETY: a non-NULL text argument is a pointer to a varlena valid for the whole call.
+    // Its first header byte is readable; when it is external (1B_E) or compressed (4B_C),
+    // pg_detoast_datum_packed (guarded: an ERROR is a panic, and only Copy values are live)
+    // returns an inline copy in the call's memory context. An inline value has a 1- or 4-byte
+    // header, and vardata_any/varsize_any_exhdr give its payload, so the slice is in bounds
+    // (u8 needs no alignment) and lives as long as the call.
+    let bytes: &'a [u8] = unsafe {
+        let mut ptr = datum.cast_mut_ptr::<pg_sys::varlena>();
+        if pgrx::varlena::varatt_is_1b_e(ptr) || pgrx::varlena::varatt_is_4b_c(ptr) {
+            ptr = pg_sys::pg_detoast_datum_packed(ptr);
+        }
+        std::slice::from_raw_parts(
+            pgrx::varlena::vardata_any(ptr) as *const u8,
+            pgrx::varlena::varsize_any_exhdr(ptr),
+        )
+    };
+    // The bytes are in the database's encoding: they are the text itself only in a UTF-8
+    // database, or when all ASCII (every server encoding extends ASCII).
+    let utf8 = if utf8_database() || bytes.is_ascii() {
+        bytes
+    } else {
+        // SAFETY: `bytes` is valid text in the database's encoding (PostgreSQL checked it on
+        // input). pg_server_to_any returns either `bytes` itself (no conversion applies) or
+        // the UTF-8 text, NUL-terminated, in a new palloc'd string that lives as long as the
+        // call. Guarded wrapper: a conversion ERROR is a panic, with only Copy values live.
+        unsafe {
+            let len = i32::try_from(bytes.len()).expect("a text value is under 1 GB");
+            let p = pg_sys::pg_server_to_any(
+                bytes.as_ptr().cast(),
+                len,
+                pg_sys::pg_enc::PG_UTF8 as i32,
             );
-            // The bytes are in the database's encoding: they are the text itself only in a
-            // UTF-8 database, or when all ASCII (every server encoding extends ASCII).
-            if utf8_database() || bytes.is_ascii() {
-                if let Ok(text) = std::str::from_utf8(bytes) {
-                    return Some(text);
-                }
+            if std::ptr::eq(p.cast_const(), bytes.as_ptr().cast()) {
+                bytes
+            } else {
+                std::ffi::CStr::from_ptr(p).to_bytes()
             }
         }
-        arg::<&str>(fcinfo, n)
-    }
+    };
+    Some(std::str::from_utf8(utf8).unwrap_or_else(|_| {
+        pgrx::error!("pg_rls_auth: a text argument is not valid in the database's encoding")
+    }))
 }
 
 /// PostgreSQL's MaxAllocSize: palloc raises for anything larger, whatever the flags.

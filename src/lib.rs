@@ -12,6 +12,7 @@ mod errors;
 mod fmgr;
 mod guc;
 mod hooks;
+mod key_config;
 mod pg_raw;
 mod pg_versions;
 mod rate_limit;

@@ -10,28 +10,17 @@
 use crate::errors::Raise;
 use crate::fmgr::JsonbImage;
 use crate::guc;
+use crate::key_config::{self, Config};
 use crate::secret_file;
-use pg_rls_auth_core::claims::{parse_audiences, parse_uuid, value_as_text};
+use pg_rls_auth_core::claims::{parse_uuid, value_as_text};
 use pg_rls_auth_core::keys::KeyOrigin;
-use pg_rls_auth_core::session_rules::{
-    KeySources, ReplayGuard, SessionMode, StoredSession, TokenCache, TokenFingerprint,
-};
-use pg_rls_auth_core::{verify_token, AuthError, Claims, KeySet, VerifyPolicy};
+use pg_rls_auth_core::session_rules::{ReplayGuard, StoredSession, TokenCache, TokenFingerprint};
+use pg_rls_auth_core::{verify_token, Claims};
 use pgrx::pg_sys;
 use std::cell::{OnceCell, RefCell};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Everything the verification settings say, parsed once per change.
-pub struct Config {
-    generation: u64,
-    keys: Result<KeySet, AuthError>,
-    mode: SessionMode,
-    policy: VerifyPolicy,
-    /// The secret file as it was read, to notice a replaced file at the next verification.
-    secret_file: Option<secret_file::Stamp>,
-}
 
 /// One session's claims and the answers derived from them.
 pub struct Session {
@@ -134,99 +123,12 @@ fn now_secs() -> f64 {
         .unwrap_or(0.0)
 }
 
-/// Every key the settings name, with the claim checks: an error when any of them cannot be
-/// read, parsed or trusted.
-fn load_verifier(
-    compatible: bool,
-) -> Result<(KeySet, VerifyPolicy, Option<secret_file::Stamp>), AuthError> {
-    let mut keys = KeySet::new();
-    if let Some(jwks) = guc::string_value(&guc::JWKS, "pg_rls_auth.jwks")? {
-        keys.add_jwks(jwks, KeyOrigin::Configured, "pg_rls_auth.jwks")?;
-    }
-    let secret = guc::string_value(&guc::JWT_SECRET, "pg_rls_auth.jwt_secret")?;
-    let secret_path = guc::string_value(&guc::JWT_SECRET_FILE, "pg_rls_auth.jwt_secret_file")?;
-    let mut stamp = None;
-    match (secret, secret_path) {
-        (Some(_), Some(_)) => {
-            return Err(AuthError::bad_config(
-                "pg_rls_auth.jwt_secret and pg_rls_auth.jwt_secret_file are both set; set one",
-            ))
-        }
-        (Some(secret), None) => keys.add_hmac_secret(
-            secret,
-            guc::JWT_SECRET_IS_BASE64.get(),
-            "pg_rls_auth.jwt_secret",
-        )?,
-        (None, Some(path)) => {
-            let (secret, file_stamp) = secret_file::read(path)?;
-            keys.add_hmac_secret(
-                &secret,
-                guc::JWT_SECRET_IS_BASE64.get(),
-                "pg_rls_auth.jwt_secret_file",
-            )?;
-            stamp = Some(file_stamp);
-        }
-        (None, None) => {}
-    }
-    if guc::TRUSTED_PROXY.get() {
-        for (setting, name) in [
-            (&guc::SESSION_JWK, "pg_rls_auth.session_jwk"),
-            (&guc::NEON_SESSION_JWK, "pg_session_jwt.jwk"),
-        ] {
-            if let Some(jwk) = guc::string_value(setting, name)? {
-                keys.add_jwks(jwk, KeyOrigin::TrustedProxy, name)?;
-            }
-        }
-    }
-    let audiences = guc::string_value(&guc::AUDIENCE, "pg_rls_auth.audience")?
-        .map(parse_audiences)
-        .unwrap_or_default();
-    let policy = VerifyPolicy {
-        max_token_bytes: guc::MAX_TOKEN_BYTES.get() as usize,
-        leeway_secs: i64::from(guc::LEEWAY.get()),
-        require_exp: guc::REQUIRE_EXP.get(),
-        issuer: guc::string_value(&guc::ISSUER, "pg_rls_auth.issuer")?.map(String::from),
-        audiences,
-        proxy_exp_optional: compatible,
-    };
-    Ok((keys, policy, stamp))
-}
-
-/// The settings' presence, before anything is parsed (see `KeySources`).
-fn key_sources() -> KeySources {
-    KeySources {
-        configured: guc::bytes_value(&guc::JWKS).is_some()
-            || guc::bytes_value(&guc::JWT_SECRET).is_some()
-            || guc::bytes_value(&guc::JWT_SECRET_FILE).is_some(),
-        trusted_proxy: guc::TRUSTED_PROXY.get(),
-        proxy_key_sent: guc::bytes_value(&guc::SESSION_JWK).is_some()
-            || guc::bytes_value(&guc::NEON_SESSION_JWK).is_some(),
-        trust_request_claims: guc::TRUST_REQUEST_CLAIMS.get(),
-        trust_request_claims_explicit: guc::explicitly_set(c"pg_rls_auth.trust_request_claims"),
-    }
-}
-
-fn load_config(generation: u64) -> Config {
-    let mode = key_sources().mode();
-    let (keys, policy, secret_file) = match load_verifier(mode.pg_session_jwt) {
-        Ok((keys, policy, stamp)) => (Ok(keys), policy, stamp),
-        Err(e) => (Err(e), VerifyPolicy::default(), None),
-    };
-    Config {
-        generation,
-        keys,
-        mode,
-        policy,
-        secret_file,
-    }
-}
-
 fn config(backend: &mut Backend) -> Rc<Config> {
     let generation = guc::CONFIG_GENERATION.load(Ordering::Relaxed);
     match &backend.config {
         Some(c) if c.generation == generation => c.clone(),
         _ => {
-            let c = Rc::new(load_config(generation));
+            let c = Rc::new(key_config::load(generation));
             backend.config = Some(c.clone());
             backend.tokens.clear();
             c
@@ -242,16 +144,10 @@ pub fn check_config() -> Result<(), Raise> {
         let config = config(b);
         match &config.keys {
             Err(e) => Err(e.clone().into()),
-            Ok(_) if !config.mode.has_keys => Err(no_key().into()),
+            Ok(_) if !config.mode.has_keys => Err(key_config::no_key().into()),
             Ok(_) => Ok(()),
         }
     })
-}
-
-fn no_key() -> AuthError {
-    AuthError::not_configured(
-        "no key is configured: set pg_rls_auth.jwks or pg_rls_auth.jwt_secret_file",
-    )
 }
 
 /// Whether auth.jwt() answers JSON `null` without a session, as pg_session_jwt's does, rather
@@ -458,7 +354,7 @@ fn verify_cached(b: &mut Backend, token: &str) -> Result<Claims, Raise> {
     }
     let keys = config.keys.as_ref().map_err(|e| Raise::from(e.clone()))?;
     if !config.mode.has_keys {
-        return Err(no_key().into());
+        return Err(key_config::no_key().into());
     }
     let now = now_secs();
     let (claims, origin) = match b.tokens.get(token) {

@@ -668,3 +668,57 @@ fn a_proxy_key_verifies_tokens_whatever_their_kid() {
         assert_eq!(err_code(init(&mut c, &token, false)), "28000", "{header}");
     }
 }
+
+/// In a database whose encoding is not UTF-8, a text argument's bytes are not its text: the
+/// LATIN1 bytes of "Ã©" are the UTF-8 bytes of "é". Read as UTF-8 they would name another
+/// key, so a client could spend another's budget, or read another claim. Text results are
+/// converted to the database's encoding.
+#[test]
+fn text_arguments_and_results_are_in_the_database_encoding() {
+    let cluster = Cluster::start(&[]);
+    cluster.sql("postgres", "CREATE ROLE mallory LOGIN");
+    let key = Key::new();
+    cluster.set_system("pg_rls_auth.jwks", &key.public);
+    let token = key.token(json!({"sub": "mallory", "é": "victim", "Ã©": "own", "name": "Zoë"}));
+    for encoding in ["LATIN1", "WIN1252"] {
+        let db = format!("db_{}", encoding.to_lowercase());
+        cluster.sql(
+            "postgres",
+            &format!(
+                "CREATE DATABASE {db} ENCODING '{encoding}' TEMPLATE template0 LC_COLLATE 'C' LC_CTYPE 'C'"
+            ),
+        );
+        cluster.sql(&db, "CREATE EXTENSION pg_rls_auth");
+        // The victim's key first, then the look-alike: each has its own budget of one.
+        for store in ["memory", "table"] {
+            cluster.sql(
+                &db,
+                &format!("ALTER ROLE mallory SET pg_rls_auth.rate_limit_store = '{store}'"),
+            );
+            let mut m = cluster.connect("mallory", &db, "");
+            let bucket = format!("{encoding}-{store}");
+            assert_eq!(
+                check(&mut m, "é", 1, 3600, &bucket),
+                Ok(true),
+                "{encoding} {store}"
+            );
+            assert_eq!(
+                check(&mut m, "Ã©", 1, 3600, &bucket),
+                Ok(true),
+                "{encoding} {store}"
+            );
+            assert!(check(&mut m, "é", 1, 3600, &bucket)
+                .unwrap_err()
+                .starts_with("PT429"));
+        }
+        let mut m = cluster.connect("mallory", &db, "");
+        init(&mut m, &token, false).unwrap();
+        for (path, expected) in [("Ã©", "own"), ("é", "victim"), ("name", "Zoë")] {
+            let got: Option<String> = m
+                .query_one("SELECT auth.claim($1)", &[&path])
+                .unwrap()
+                .get(0);
+            assert_eq!(got.as_deref(), Some(expected), "{encoding} {path}");
+        }
+    }
+}
