@@ -40,7 +40,7 @@ CREATE ROLE app_user LOGIN;
 CREATE TABLE notes (id serial PRIMARY KEY, owner_id text NOT NULL DEFAULT auth.user_id(), body text);
 ALTER TABLE notes ENABLE ROW LEVEL SECURITY;
 CREATE POLICY notes_owner ON notes USING (owner_id = (SELECT auth.user_id()))
-  WITH CHECK (owner_id = (SELECT auth.user_id()) AND auth.check_write_rate(auth.user_id(), 3, 60, 'notes'));
+  WITH CHECK (owner_id = (SELECT auth.user_id()) AND auth.check_write_rate(3, 60, 'notes'));
 GRANT SELECT, INSERT ON notes TO app_user;
 GRANT USAGE ON SEQUENCE notes_id_seq TO app_user;
 INSERT INTO notes (owner_id, body) VALUES ('alice', 'alice: buy milk'), ('bob', 'bob: secret plans');
@@ -79,7 +79,7 @@ INSERT INTO notes (body) VALUES ('alice: note 4, one too many');
 \set VERBOSITY default
 \set ON_ERROR_STOP 1
 SELECT allowed, remaining, ceil(retry_after_seconds) AS retry_after_s
-  FROM auth.write_rate_status('alice', 3, 60, 'notes');
+  FROM auth.write_rate_status(3, 60, 'notes');
 SELECT count(*) AS alice_notes FROM notes;
 RESET ROLE;
 SELECT store, slots_used, checks, admitted, rejected FROM auth.write_rate_stats();

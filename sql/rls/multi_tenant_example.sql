@@ -94,7 +94,7 @@ CREATE POLICY documents_insert ON public.documents FOR INSERT TO authenticated
     AND owner_id = (SELECT auth.user_id())
     AND workspace_id = (SELECT (auth.claim('workspace_id'))::uuid)
     AND workspace_id IN (SELECT cloud.my_workspace_ids())
-    AND auth.check_write_rate((SELECT auth.user_id()), 100, 3600, 'documents')  -- last: per row
+    AND auth.check_write_rate(100, 3600, 'documents')  -- last: per row
   );
 DROP POLICY IF EXISTS documents_update ON public.documents;
 CREATE POLICY documents_update ON public.documents FOR UPDATE TO authenticated

@@ -16,9 +16,11 @@
 -- Idempotent: a second run changes nothing (it does not reset anyone's limit); policies are
 --   dropped and recreated in one transaction.
 -- Adapt: the limit is the `20, 3600` (max writes, window in seconds) and the bucket
---   'comments' (one bucket per kind of write, so limits do not share a budget); key by
---   something else (a workspace claim, an IP your gateway puts in a claim) by changing the
---   first argument. Keep the order: the checks that can refuse the row come before
+--   'comments' (one bucket per kind of write, so limits do not share a budget). This form
+--   keys on the session's own `sub` (auth.user_id()), so no client can spend another's
+--   budget; to key by something else (a workspace claim, an IP your gateway puts in a
+--   claim), name the key first: auth.check_write_rate(key, 20, 3600, 'comments'), and leave
+--   pg_rls_auth.rate_limit_keys at `any`. Keep the order: the checks that can refuse the row come before
 --   auth.check_write_rate(), so a refused row does not use up the budget (AND stops at the
 --   first false). Do not wrap auth.check_write_rate() in (SELECT ...): that would run it once
 --   per statement, and a multi-row INSERT would count as one write. To answer `false`
@@ -58,7 +60,7 @@ CREATE POLICY comments_insert ON public.comments FOR INSERT TO authenticated
   WITH CHECK (
     (SELECT auth.user_id()) IS NOT NULL
     AND author_id = (SELECT auth.user_id())
-    AND auth.check_write_rate((SELECT auth.user_id()), 20, 3600, 'comments')
+    AND auth.check_write_rate(20, 3600, 'comments')
   );
 
 COMMIT;

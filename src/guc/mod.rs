@@ -39,6 +39,8 @@ pub static RATE_LIMIT_STORE: GucSetting<RateLimitStore> =
     GucSetting::<RateLimitStore>::new(RateLimitStore::Auto);
 pub static RATE_LIMIT_ACTION: GucSetting<RateLimitAction> =
     GucSetting::<RateLimitAction>::new(RateLimitAction::Error);
+pub static RATE_LIMIT_KEYS: GucSetting<RateLimitKeys> =
+    GucSetting::<RateLimitKeys>::new(RateLimitKeys::Any);
 pub static RATE_LIMIT_SLOTS: GucSetting<i32> = GucSetting::<i32>::new(65_536);
 pub static RATE_LIMIT_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
@@ -60,6 +62,17 @@ pub enum RateLimitAction {
     Error,
     #[name = c"deny"]
     Deny,
+}
+
+/// Which keys the limiter's callers may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
+pub enum RateLimitKeys {
+    /// Any key, from any role (policies derive it from the session themselves).
+    #[name = c"any"]
+    Any,
+    /// Only the session's own: explicit keys need membership in `rls_auth_admin`.
+    #[name = c"session"]
+    Session,
 }
 
 /// Bumped whenever a setting that affects verification changes (including at rollback).
@@ -415,6 +428,14 @@ pub fn init() {
         c"What auth.check_write_rate does over the limit: error (SQLSTATE PT429) or deny (returns false).",
         c"",
         &RATE_LIMIT_ACTION,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+    GucRegistry::define_enum_guc(
+        c"pg_rls_auth.rate_limit_keys",
+        c"Which keys auth.check_write_rate and auth.write_rate_status may be given: any, or only the session's own (session).",
+        c"With session, the forms that take an explicit key need membership in the role rls_auth_admin (or superuser); the session-keyed forms key on auth.user_id().",
+        &RATE_LIMIT_KEYS,
         GucContext::Suset,
         GucFlags::default(),
     );

@@ -5,11 +5,12 @@ mod memory_store;
 mod table_store;
 
 use crate::errors::{
-    OrReport, Raise, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE,
-    READ_ONLY_SQL_TRANSACTION, TOO_MANY_REQUESTS,
+    OrReport, Raise, INSUFFICIENT_PRIVILEGE, INVALID_PARAMETER_VALUE,
+    OBJECT_NOT_IN_PREREQUISITE_STATE, READ_ONLY_SQL_TRANSACTION, TOO_MANY_REQUESTS,
 };
 use crate::fmgr::{Answer, Boolean, Datum};
-use crate::guc::{self, RateLimitAction, RateLimitStore};
+use crate::guc::{self, RateLimitAction, RateLimitKeys, RateLimitStore};
+use crate::session;
 use crate::sql_function;
 use pg_rls_auth_core::gcra::{Decision, Limit, NANOS_PER_SEC};
 use pgrx::prelude::*;
@@ -105,6 +106,51 @@ fn checked_key<'a>(
     Ok((key, bucket))
 }
 
+/// The role whose members may name any key when `pg_rls_auth.rate_limit_keys = session`. The
+/// extension does not create it (roles are cluster-wide): administrators do, and grant it to
+/// server-side roles.
+const ADMIN_ROLE: &std::ffi::CStr = c"rls_auth_admin";
+
+/// With `rate_limit_keys = session`, only superusers and members of rls_auth_admin may name
+/// a key: everyone else may spend and read only their own session's budget.
+fn explicit_key_allowed() -> Result<(), Raise> {
+    if guc::RATE_LIMIT_KEYS.get() == RateLimitKeys::Any {
+        return Ok(());
+    }
+    // SAFETY: main thread, inside a SQL function call. GetUserId reads a backend variable and
+    // cannot raise. superuser_arg, get_role_oid (missing_ok: no ERROR for an absent role) and
+    // has_privs_of_role read the syscache and the cached role memberships; they are pgrx's
+    // guarded wrappers, so an ERROR (out of memory) is a panic for the caller's guard, and
+    // only Copy values are live here.
+    let allowed = unsafe {
+        let user = pg_sys::GetUserId();
+        let admin = pg_sys::get_role_oid(ADMIN_ROLE.as_ptr(), true);
+        pg_sys::superuser_arg(user)
+            || (admin != pg_sys::InvalidOid && pg_sys::has_privs_of_role(user, admin))
+    };
+    if allowed {
+        return Ok(());
+    }
+    Err(Raise::new(
+        INSUFFICIENT_PRIVILEGE,
+        "pg_rls_auth.rate_limit_keys = session: only the session's own budget may be checked",
+    )
+    .hint("Call auth.check_write_rate(max_writes, window_seconds[, bucket]) or auth.write_rate_status(max_writes, window_seconds[, bucket]), which key on auth.user_id(); naming a key needs membership in rls_auth_admin."))
+}
+
+/// The session's `sub` (what auth.user_id() returns) as the key, for the session-keyed forms.
+fn with_session_key<R>(f: impl FnOnce(&str) -> Result<R, Raise>) -> Result<R, Raise> {
+    let session = session::current()?;
+    match session.as_ref().and_then(|s| s.user_id.as_deref()) {
+        Some(sub) => f(sub),
+        None => Err(Raise::new(
+            INVALID_PARAMETER_VALUE,
+            "the rate-limit key must not be NULL: there is no session (or it has no sub claim)",
+        )
+        .hint("The session-keyed forms key on auth.user_id(): start a session with auth.jwt_session_init(token) first.")),
+    }
+}
+
 fn checked_limit(max_writes: Option<i32>, window_seconds: Option<i32>) -> Result<Limit, Raise> {
     match (max_writes, window_seconds) {
         (Some(m), Some(w)) => Limit::new(m, w).map_err(Raise::from),
@@ -167,6 +213,17 @@ fn check_write_rate_with(
     bucket: Option<&str>,
 ) -> Answer<Boolean> {
     let (key, bucket) = checked_key(key, bucket)?;
+    explicit_key_allowed()?;
+    check(key, max_writes, window_seconds, bucket)
+}
+
+/// Admits or refuses one write for a checked key.
+fn check(
+    key: &str,
+    max_writes: Option<i32>,
+    window_seconds: Option<i32>,
+    bucket: &str,
+) -> Answer<Boolean> {
     let limit = checked_limit(max_writes, window_seconds)?;
     let decision = decide(bucket, key, limit, true)?;
     if decision.allowed {
@@ -199,6 +256,29 @@ COMMENT ON FUNCTION auth.check_write_rate(text, integer, integer, text) IS
 "#,
 }
 
+fn check_write_rate_session(
+    max_writes: Option<i32>,
+    window_seconds: Option<i32>,
+    bucket: Option<&str>,
+) -> Answer<Boolean> {
+    with_session_key(|sub| {
+        let (key, bucket) = checked_key(Some(sub), bucket)?;
+        check(key, max_writes, window_seconds, bucket)
+    })
+}
+sql_function! {
+    symbol = auth_check_write_rate_session, finfo = pg_finfo_auth_check_write_rate_session,
+    name = "auth_check_write_rate_session",
+    body = check_write_rate_session(max_writes: Integer, window_seconds: Integer, bucket: Text) -> Boolean,
+    hide_statement = false,
+    sql = r#"
+CREATE FUNCTION auth.check_write_rate(max_writes integer, window_seconds integer, bucket text DEFAULT 'default')
+    RETURNS boolean LANGUAGE c VOLATILE PARALLEL UNSAFE AS 'MODULE_PATHNAME', 'auth_check_write_rate_session';
+COMMENT ON FUNCTION auth.check_write_rate(integer, integer, text) IS
+    'Admits a write for the session''s own key (auth.user_id()) in bucket under max_writes per window_seconds; over the limit raises SQLSTATE PT429';
+"#,
+}
+
 fn check_write_rate_uuid(
     key: Option<pgrx::Uuid>,
     max_writes: Option<i32>,
@@ -219,6 +299,23 @@ CREATE FUNCTION auth.check_write_rate(key uuid, max_writes integer, window_secon
 "#,
 }
 
+/// (allowed, remaining, retry_after_seconds, reset_after_seconds) for a checked key.
+fn status(
+    key: &str,
+    bucket: &str,
+    max_writes: Option<i32>,
+    window_seconds: Option<i32>,
+) -> Result<(bool, i32, f64, f64), Raise> {
+    let limit = checked_limit(max_writes, window_seconds)?;
+    let d = decide(bucket, key, limit, false)?;
+    Ok((
+        d.allowed,
+        d.remaining as i32,
+        seconds(d.retry_after_ns),
+        seconds(d.reset_after_ns.max(0)),
+    ))
+}
+
 /// Where a key stands, without consuming a write.
 #[pg_extern(volatile, parallel_unsafe)]
 fn write_rate_status(
@@ -236,14 +333,31 @@ fn write_rate_status(
     ),
 > {
     let (key, bucket) = checked_key(key, bucket).or_report();
-    let limit = checked_limit(max_writes, window_seconds).or_report();
-    let d = decide(bucket, key, limit, false).or_report();
-    TableIterator::once((
-        d.allowed,
-        d.remaining as i32,
-        seconds(d.retry_after_ns),
-        seconds(d.reset_after_ns.max(0)),
-    ))
+    explicit_key_allowed().or_report();
+    TableIterator::once(status(key, bucket, max_writes, window_seconds).or_report())
+}
+
+/// Where the session's own key stands, without consuming a write.
+#[pg_extern(name = "write_rate_status", volatile, parallel_unsafe)]
+fn write_rate_status_of_session(
+    max_writes: Option<i32>,
+    window_seconds: Option<i32>,
+    bucket: default!(Option<&str>, "'default'"),
+) -> TableIterator<
+    'static,
+    (
+        name!(allowed, bool),
+        name!(remaining, i32),
+        name!(retry_after_seconds, f64),
+        name!(reset_after_seconds, f64),
+    ),
+> {
+    let row = with_session_key(|sub| {
+        let (key, bucket) = checked_key(Some(sub), bucket)?;
+        status(key, bucket, max_writes, window_seconds)
+    })
+    .or_report();
+    TableIterator::once(row)
 }
 
 /// Forgets a key's state in the current store (privileged: EXECUTE is revoked from PUBLIC).
