@@ -26,6 +26,28 @@ SET request.jwt.claims = 'not json';
 SELECT auth.user_id();
 RESET request.jwt.claims;
 SELECT auth.user_id() AS none;
+-- Every change is seen at once: inside one PL/pgSQL block (simple expressions included),
+-- and when a rollback restores the value.
+DO $$
+DECLARE
+  first text;
+  ignored text;
+BEGIN
+  PERFORM set_config('request.jwt.claims', '{"sub":"first"}', true);
+  first := auth.user_id();
+  ignored := set_config('request.jwt.claims', '{"sub":"second"}', true);
+  RAISE NOTICE '% then %', first, auth.user_id();
+END
+$$;
+BEGIN;
+SET LOCAL request.jwt.claims = '{"sub":"outer"}';
+SAVEPOINT s;
+SET LOCAL request.jwt.claims = '{"sub":"inner"}';
+SELECT auth.user_id() AS inner_user;
+ROLLBACK TO SAVEPOINT s;
+SELECT auth.user_id() AS restored_user;
+ROLLBACK;
+SELECT auth.user_id() AS after_rollback;
 RESET ROLE;
 -- An administrator can stop trusting request.jwt.claims.
 SET pg_rls_auth.trust_request_claims = off;

@@ -101,6 +101,8 @@ struct Backend {
     request_claim_sub: guc::ForeignSetting,
     /// The values the fallback session was built from, as bytes.
     fallback_source: Option<(Vec<u8>, Option<Vec<u8>>)>,
+    /// `guc::REQUEST_CLAIMS_GENERATION` when the fallback session was last checked.
+    fallback_generation: u64,
     fallback: Option<Rc<Session>>,
     tokens: TokenCache<(Claims, KeyOrigin)>,
     replay: ReplayGuard,
@@ -198,10 +200,26 @@ fn utf8<'a>(bytes: Option<&'a [u8]>, name: &str) -> Result<Option<&'a str>, Rais
 }
 
 /// PostgREST's claims: `request.jwt.claims`, and the legacy `request.jwt.claim.sub`. Per call
-/// this only compares the settings' bytes with those the cached session was built from.
+/// this compares a generation (the settings are ours) or the settings' bytes (another library
+/// defines them) with those the cached session was built from.
 fn fallback_session(backend: &mut Backend) -> Result<Option<Rc<Session>>, Raise> {
-    let claims = backend.request_claims.value(c"request.jwt.claims");
-    let legacy_sub = backend.request_claim_sub.value(c"request.jwt.claim.sub");
+    let (claims, legacy_sub) = if guc::REQUEST_CLAIMS_DEFINED.load(Ordering::Relaxed) {
+        // Ours: unchanged since the session was built unless the assign hook ran.
+        let generation = guc::REQUEST_CLAIMS_GENERATION.load(Ordering::Relaxed);
+        if backend.fallback_generation == generation && backend.fallback_source.is_some() {
+            return Ok(backend.fallback.clone());
+        }
+        backend.fallback_generation = generation;
+        (
+            guc::bytes_value(&guc::REQUEST_JWT_CLAIMS),
+            guc::bytes_value(&guc::REQUEST_JWT_CLAIM_SUB),
+        )
+    } else {
+        (
+            backend.request_claims.value(c"request.jwt.claims"),
+            backend.request_claim_sub.value(c"request.jwt.claim.sub"),
+        )
+    };
     let unchanged = matches!(&backend.fallback_source,
         Some((c, s)) if c.as_slice() == claims.unwrap_or(b"") && s.as_deref() == legacy_sub);
     if !unchanged {

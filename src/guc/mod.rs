@@ -32,6 +32,13 @@ pub static SESSION_JWK: GucSetting<Option<CString>> = GucSetting::<Option<CStrin
 pub static NEON_SESSION_JWK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// pg_session_jwt's token setting, which any role may SET: verified before it is used.
 pub static NEON_SESSION_JWT: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// PostgREST's claims and its legacy `sub`, defined here (unless another library defines them)
+/// so that the fallback learns of every change from an assign hook instead of looking the
+/// settings up per call.
+pub static REQUEST_JWT_CLAIMS: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
+pub static REQUEST_JWT_CLAIM_SUB: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(None);
 pub static AUDIT_LOG: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// The verified session: `<epoch>:<claims JSON>`, written only by auth.jwt_session_init().
 pub static SESSION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -82,6 +89,13 @@ pub static SESSION_GENERATION: AtomicU64 = AtomicU64::new(1);
 /// Bumped whenever `pg_session_jwt.jwt` changes.
 pub static TOKEN_SETTING_GENERATION: AtomicU64 = AtomicU64::new(1);
 
+/// Bumped whenever `request.jwt.claims` or `request.jwt.claim.sub` changes (when ours).
+pub static REQUEST_CLAIMS_GENERATION: AtomicU64 = AtomicU64::new(1);
+/// Whether `request.jwt.claims` and `request.jwt.claim.sub` are ours (no other library
+/// defined them first).
+pub static REQUEST_CLAIMS_DEFINED: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
 /// Whether pg_session_jwt.jwt is ours (pg_session_jwt itself may be loaded and own it).
 pub(crate) static TOKEN_SETTING_DEFINED: std::sync::atomic::AtomicBool =
     std::sync::atomic::AtomicBool::new(false);
@@ -115,6 +129,14 @@ unsafe extern "C-unwind" fn session_changed(_new: *const c_char, _extra: *mut c_
 #[pg_guard]
 unsafe extern "C-unwind" fn token_setting_changed(_new: *const c_char, _extra: *mut c_void) {
     TOKEN_SETTING_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// # Safety
+/// Called only by PostgreSQL as `request.jwt.claims`' or `request.jwt.claim.sub`'s assign hook,
+/// on the main thread.
+#[pg_guard]
+unsafe extern "C-unwind" fn request_claims_changed(_new: *const c_char, _extra: *mut c_void) {
+    REQUEST_CLAIMS_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
 
 /// True when a check hook is given an empty or absent value (always allowed: it means unset).
@@ -384,6 +406,29 @@ pub fn init() {
             (None, Some(token_setting_changed)),
         );
         TOKEN_SETTING_DEFINED.store(true, Ordering::Relaxed);
+    }
+    // PostgREST sets these (any role may, as with its placeholders). Never reserve the prefix:
+    // it is not ours.
+    if !defined_elsewhere(c"request.jwt.claims") && !defined_elsewhere(c"request.jwt.claim.sub") {
+        define_string(
+            c"request.jwt.claims",
+            c"PostgREST's JWT claims (JSON), read by pg_rls_auth's fallback while no key is configured.",
+            c"Any role may set it, as PostgREST does per request; pg_rls_auth ignores it while a key is configured.",
+            &REQUEST_JWT_CLAIMS,
+            GucContext::Userset,
+            not_in_sample(),
+            (None, Some(request_claims_changed)),
+        );
+        define_string(
+            c"request.jwt.claim.sub",
+            c"PostgREST's legacy sub claim, read by pg_rls_auth's fallback (it wins over request.jwt.claims).",
+            c"Any role may set it; pg_rls_auth ignores it while a key is configured.",
+            &REQUEST_JWT_CLAIM_SUB,
+            GucContext::Userset,
+            not_in_sample(),
+            (None, Some(request_claims_changed)),
+        );
+        REQUEST_CLAIMS_DEFINED.store(true, Ordering::Relaxed);
     }
     if !defined_elsewhere(c"pg_session_jwt.jwk") {
         define_string(

@@ -31,9 +31,11 @@ struct Header {
     /// Per-cluster random key of the SipHash that names keys.
     secret: [u8; 16],
     slots_per_partition: usize,
-    /// Checks of the table store (counted here when the library is preloaded).
-    checks: AtomicU64,
+    /// Checks of the table store (counted here when the library is preloaded), as admitted and
+    /// rejected: each check adds to exactly one, so no reader ever subtracts two counters
+    /// read at different moments.
     admitted: AtomicU64,
+    rejected: AtomicU64,
     partitions: [PartitionStats; PARTITIONS],
 }
 
@@ -215,18 +217,17 @@ pub fn count_table_check(allowed: bool) -> bool {
     if !available() {
         return false;
     }
-    let (checks, admitted) = table_store_counters();
-    checks.fetch_add(1, Ordering::Relaxed);
-    admitted.fetch_add(u64::from(allowed), Ordering::Relaxed);
+    let (admitted, rejected) = table_store_counters();
+    if allowed { admitted } else { rejected }.fetch_add(1, Ordering::Relaxed);
     true
 }
 
-/// The table store's two counters: atomics, so shared references without a lock are sound.
+/// The table store's two counters (admitted, rejected): atomics, so shared references without a lock are sound.
 fn table_store_counters() -> (&'static AtomicU64, &'static AtomicU64) {
     // SAFETY: callers run only when `available()`, so HEADER points to the initialised block,
     // which lives as long as the server. The references cover these two atomic fields only,
     // never the partitions' plain counters, which other backends write under their locks.
-    unsafe { (&(*HEADER).checks, &(*HEADER).admitted) }
+    unsafe { (&(*HEADER).admitted, &(*HEADER).rejected) }
 }
 
 /// Each partition's stats, read under its lock.
@@ -247,19 +248,19 @@ fn partition_stats() -> impl Iterator<Item = (u32, u64, u64, u64)> {
 
 pub fn counters() -> Option<Counters> {
     available().then(|| {
-        let (checks, admitted) = table_store_counters();
+        let (admitted, rejected) = table_store_counters();
         let mut c = Counters {
-            checks: checks.load(Ordering::Relaxed),
             admitted: admitted.load(Ordering::Relaxed),
+            rejected: rejected.load(Ordering::Relaxed),
             ..Counters::default()
         };
+        // A partition's counters are read together, under its lock: admitted <= checks.
         for (_, checks, admitted, evictions) in partition_stats() {
-            c.checks += checks;
             c.admitted += admitted;
+            c.rejected += checks - admitted;
             c.evictions += evictions;
         }
-        // The two table-store counters are read one after the other, not together.
-        c.rejected = c.checks.saturating_sub(c.admitted);
+        c.checks = c.admitted + c.rejected;
         c
     })
 }
