@@ -332,8 +332,8 @@ unsafe fn arg<T: pgrx::FromDatum>(fcinfo: pg_sys::FunctionCallInfo, n: usize) ->
 
 fn utf8_database() -> bool {
     // SAFETY: main thread; GetDatabaseEncoding reads a backend-local variable (set at
-    // connection start) and cannot raise.
-    unsafe { pg_sys::GetDatabaseEncoding() == pg_sys::pg_enc::PG_UTF8 as i32 }
+    // connection start) and cannot raise (see pg_raw).
+    unsafe { crate::pg_raw::get_database_encoding() == pg_sys::pg_enc::PG_UTF8 as i32 }
 }
 
 /// A `text` argument as `&str`, or None when NULL. Plain (not toasted) values in a UTF-8

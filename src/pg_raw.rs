@@ -31,6 +31,11 @@ unsafe extern "C-unwind" {
     pub fn errhint(fmt: *const c_char, ...) -> c_int;
     pub fn errfinish(filename: *const c_char, lineno: c_int, funcname: *const c_char);
 
+    /// Reads the backend's database encoding, fixed at connection start; cannot raise. Called
+    /// per text argument and result, where pgrx's guard would cost more than the call.
+    #[link_name = "GetDatabaseEncoding"]
+    pub fn get_database_encoding() -> c_int;
+
     /// The executor and utility entry points our hooks pass control to. They raise for any
     /// error in the statement; the hooks' frames hold nothing that needs dropping then.
     #[link_name = "standard_ExecutorStart"]
