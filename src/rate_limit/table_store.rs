@@ -132,11 +132,18 @@ unsafe extern "C-unwind" fn subxact_callback(
 /// extension or by anyone else. Should either not be a superuser's (a superuser changed them),
 /// the store refuses rather than act for someone who could have planted code there.
 fn table_owner() -> Result<pg_sys::Oid, Raise> {
-    let owners = Spi::connect(|client| {
-        client
-            .select(FIND_TABLE, Some(1), &[])
-            .ok()
-            .and_then(|t| t.first().get_two::<pg_sys::Oid, pg_sys::Oid>().ok())
+    // Prepared once per backend like the store's own statements: parsing and planning this
+    // join per check cost more than the check (it runs at every first check of a key in a
+    // transaction, and again at commit).
+    let owners = Spi::connect_mut(|client| {
+        prepare(client, FIND_TABLE, &[]);
+        BACKEND.with_borrow(|b| {
+            let stmt = b.statements.get(FIND_TABLE).expect("prepared above");
+            client
+                .update(stmt, Some(1), &[])
+                .ok()
+                .and_then(|t| t.first().get_two::<pg_sys::Oid, pg_sys::Oid>().ok())
+        })
     });
     let Some((Some(table), Some(schema))) = owners else {
         return Err(Raise::new(
@@ -231,22 +238,26 @@ fn as_owner<R>(f: impl FnOnce() -> R) -> Result<R, Raise> {
     Ok(result)
 }
 
+/// Prepares `sql` once per backend (kept across transactions; PostgreSQL replans it when the
+/// catalogs it depends on change).
+fn prepare(client: &mut pgrx::spi::SpiClient<'_>, sql: &'static str, types: &[PgOid]) {
+    if BACKEND.with_borrow(|b| b.statements.contains_key(sql)) {
+        return;
+    }
+    let stmt = client
+        .prepare_mut(sql, types)
+        .unwrap_or_else(|e| pgrx::error!("pg_rls_auth: preparing the table store failed: {e}"))
+        .keep();
+    BACKEND.with_borrow_mut(|b| b.statements.insert(sql, stmt));
+}
+
 fn run(
     sql: &'static str,
     args: Vec<pgrx::datum::DatumWithOid>,
     types: &[PgOid],
 ) -> Option<(String, i32)> {
     Spi::connect_mut(|client| {
-        let missing = BACKEND.with_borrow(|b| !b.statements.contains_key(sql));
-        if missing {
-            let stmt = client
-                .prepare_mut(sql, types)
-                .unwrap_or_else(|e| {
-                    pgrx::error!("pg_rls_auth: preparing the table store failed: {e}")
-                })
-                .keep();
-            BACKEND.with_borrow_mut(|b| b.statements.insert(sql, stmt));
-        }
+        prepare(client, sql, types);
         let result = BACKEND.with_borrow(|b| {
             let stmt = b.statements.get(sql).expect("prepared above");
             client.update(stmt, None, &args).map(|table| {
