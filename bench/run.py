@@ -24,6 +24,7 @@ CLAIMS = {"sub": SUB, "role": "authenticated", "email": "alice@example.com", "wo
 
 
 def median(fn, runs=RUNS):
+    fn()  # one unmeasured run first: caches, plans and the CPU's clock settle
     values = [fn() for _ in range(runs)]
     return statistics.median(values), values
 
@@ -334,7 +335,7 @@ def report(bench, out_dir, name, header):
     out_dir.mkdir(parents=True, exist_ok=True)
     md, svg = out_dir / f"{name}.md", out_dir / f"{name}.svg"
     lines = [f"# pg_rls_auth benchmark, {name}", "", header, "",
-             f"Each figure is the median of {RUNS} runs (raw runs in brackets); ratios compare with the "
+             f"Each figure is the median of {RUNS} runs after one unmeasured warm-up run (raw runs in brackets); ratios compare with the "
              "baseline named, measured in the same run.", ""]
     case = None
     for r in bench.results:
