@@ -33,65 +33,51 @@ pub trait ArgType: SqlType {
     unsafe fn read<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Self::Value<'a>>;
 }
 
-pub struct Text;
-pub struct Boolean;
-pub struct Integer;
-pub struct Uuid;
-pub struct Jsonb;
-pub struct Void;
+/// Declares marker types for SQL types by their SQL names.
+macro_rules! sql_types {
+    ($($ty:ident = $name:literal),* $(,)?) => {
+        $(
+            pub struct $ty;
+            impl SqlType for $ty {
+                const NAME: &'static str = $name;
+            }
+        )*
+    };
+}
+sql_types!(
+    Text = "text",
+    Boolean = "boolean",
+    Integer = "integer",
+    Uuid = "uuid",
+    Jsonb = "jsonb",
+    Void = "void"
+);
 
-impl SqlType for Text {
-    const NAME: &'static str = "text";
+/// Argument types read through pgrx's `FromDatum` for the Rust type that matches the SQL one.
+macro_rules! from_datum_arg_types {
+    ($($ty:ident => $value:ty),* $(,)?) => {
+        $(
+            impl ArgType for $ty {
+                type Value<'a> = $value;
+                unsafe fn read<'a>(
+                    fcinfo: pg_sys::FunctionCallInfo,
+                    n: usize,
+                ) -> Option<Self::Value<'a>> {
+                    // SAFETY: our obligations are arg's, with T the Rust type pgrx maps this
+                    // SQL type to.
+                    unsafe { arg::<$value>(fcinfo, n) }
+                }
+            }
+        )*
+    };
 }
-impl SqlType for Boolean {
-    const NAME: &'static str = "boolean";
-}
-impl SqlType for Integer {
-    const NAME: &'static str = "integer";
-}
-impl SqlType for Uuid {
-    const NAME: &'static str = "uuid";
-}
-impl SqlType for Jsonb {
-    const NAME: &'static str = "jsonb";
-}
-impl SqlType for Void {
-    const NAME: &'static str = "void";
-}
+from_datum_arg_types!(Boolean => bool, Integer => i32, Uuid => pgrx::Uuid, Jsonb => pgrx::JsonB);
 
 impl ArgType for Text {
     type Value<'a> = &'a str;
     unsafe fn read<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Self::Value<'a>> {
         // SAFETY: our obligations are text_arg's.
         unsafe { text_arg(fcinfo, n) }
-    }
-}
-impl ArgType for Boolean {
-    type Value<'a> = bool;
-    unsafe fn read<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Self::Value<'a>> {
-        // SAFETY: our obligations are arg's, with T = bool for SQL boolean.
-        unsafe { arg::<bool>(fcinfo, n) }
-    }
-}
-impl ArgType for Integer {
-    type Value<'a> = i32;
-    unsafe fn read<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Self::Value<'a>> {
-        // SAFETY: our obligations are arg's, with T = i32 for SQL integer.
-        unsafe { arg::<i32>(fcinfo, n) }
-    }
-}
-impl ArgType for Uuid {
-    type Value<'a> = pgrx::Uuid;
-    unsafe fn read<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Self::Value<'a>> {
-        // SAFETY: our obligations are arg's, with T = pgrx::Uuid for SQL uuid.
-        unsafe { arg::<pgrx::Uuid>(fcinfo, n) }
-    }
-}
-impl ArgType for Jsonb {
-    type Value<'a> = pgrx::JsonB;
-    unsafe fn read<'a>(fcinfo: pg_sys::FunctionCallInfo, n: usize) -> Option<Self::Value<'a>> {
-        // SAFETY: our obligations are arg's, with T = JsonB for SQL jsonb.
-        unsafe { arg::<pgrx::JsonB>(fcinfo, n) }
     }
 }
 

@@ -138,11 +138,18 @@ fn explicit_key_allowed() -> Result<(), Raise> {
     .hint("Call auth.check_write_rate(max_writes, window_seconds[, bucket]) or auth.write_rate_status(max_writes, window_seconds[, bucket]), which key on auth.user_id(); naming a key needs membership in rls_auth_admin."))
 }
 
-/// The session's `sub` (what auth.user_id() returns) as the key, for the session-keyed forms.
-fn with_session_key<R>(f: impl FnOnce(&str) -> Result<R, Raise>) -> Result<R, Raise> {
+/// Runs `f` on the session's `sub` (what auth.user_id() returns) as the key, checked with
+/// `bucket` like an explicit key: the session-keyed forms.
+fn with_session_key<R>(
+    bucket: Option<&str>,
+    f: impl FnOnce(&str, &str) -> Result<R, Raise>,
+) -> Result<R, Raise> {
     let session = session::current()?;
     match session.as_ref().and_then(|s| s.user_id.as_deref()) {
-        Some(sub) => f(sub),
+        Some(sub) => {
+            let (key, bucket) = checked_key(Some(sub), bucket)?;
+            f(key, bucket)
+        }
         None => Err(Raise::new(
             INVALID_PARAMETER_VALUE,
             "the rate-limit key must not be NULL: there is no session (or it has no sub claim)",
@@ -261,8 +268,7 @@ fn check_write_rate_session(
     window_seconds: Option<i32>,
     bucket: Option<&str>,
 ) -> Answer<Boolean> {
-    with_session_key(|sub| {
-        let (key, bucket) = checked_key(Some(sub), bucket)?;
+    with_session_key(bucket, |key, bucket| {
         check(key, max_writes, window_seconds, bucket)
     })
 }
@@ -352,8 +358,7 @@ fn write_rate_status_of_session(
         name!(reset_after_seconds, f64),
     ),
 > {
-    let row = with_session_key(|sub| {
-        let (key, bucket) = checked_key(Some(sub), bucket)?;
+    let row = with_session_key(bucket, |key, bucket| {
         status(key, bucket, max_writes, window_seconds)
     })
     .or_report();
