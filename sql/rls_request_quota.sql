@@ -61,6 +61,20 @@ INSERT INTO api.todos VALUES (3, auth.user_id());
 SELECT pg_temp.request('{"sub":"q-bob","role":"pgrst_user"}', 'GET', '/todos');
 SELECT api.pre_request();
 COMMIT;
+-- Revoked: PostgREST verified the token, pre_request refuses it (28000, HTTP 403), on every
+-- route; another user's requests pass.
+SELECT auth.revoke_sessions('q-alice', now() + interval '1 minute');
+BEGIN;
+SET LOCAL ROLE pgrst_user;
+SELECT pg_temp.request('{"sub":"q-alice","role":"pgrst_user","iat":1700000000}', 'GET', '/other');
+SELECT api.pre_request();
+ROLLBACK;
+BEGIN;
+SET LOCAL ROLE pgrst_user;
+SELECT pg_temp.request('{"sub":"q-bob","role":"pgrst_user"}', 'GET', '/other');
+SELECT api.pre_request();
+COMMIT;
+SELECT auth.unrevoke_sessions('q-alice');
 -- Anonymous requests (no sub) are not counted.
 BEGIN;
 SET LOCAL ROLE pgrst_user;
@@ -103,6 +117,14 @@ SELECT pg_temp.request('', 'GET', '/other', :'forged_headers');
 SELECT api.pre_request();
 ROLLBACK;
 SELECT auth.user_id() AS no_session;
+-- A revoked token fails the request the same way, when the database verifies it.
+SELECT auth.revoke_sessions('q-carol');
+BEGIN;
+SET LOCAL ROLE pgrst_user;
+SELECT pg_temp.request('', 'GET', '/todos', :'carol_headers');
+SELECT api.pre_request();
+ROLLBACK;
+SELECT auth.unrevoke_sessions('q-carol');
 
 RESET pg_rls_auth.jwks;
 DROP TABLE api.todos;

@@ -1,14 +1,16 @@
 //! Executor and utility hooks: at every point where PostgreSQL may start parallel workers
 //! (the executor's start and run, which launches a Gather's workers, and utility statements
-//! such as a parallel CREATE INDEX) a session revoked by a failed auth.jwt_session_init() is
-//! cleared from the setting parallel workers inherit, so they see exactly the leader's session.
-//! The run hook matters for portals: one started before the failed init runs after it.
+//! such as a parallel CREATE INDEX) a session ended by a failed auth.jwt_session_init() or a
+//! revocation is cleared from the setting parallel workers inherit, so they see exactly the
+//! leader's session. The run hook matters for portals: one started before the failed init runs
+//! after it. Executor start also checks the session against the revocations (`revocation`).
 //!
 //! The hooks sit in the path of every statement, so an error raised further down must reach
 //! PostgreSQL exactly as it was raised. They therefore call the next hook through raw C
 //! declarations, not pgrx's guarded wrappers (which would catch the error and re-raise a copy),
 //! and hold nothing that needs dropping while they do: an error unwinds past them untouched.
 
+use crate::errors::OrReport;
 use crate::session;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
@@ -17,13 +19,16 @@ use std::ffi::c_char;
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
+/// `check_revocation` only at executor start: the check reads a table, which takes a
+/// snapshot, and a utility statement such as `BEGIN ISOLATION LEVEL SERIALIZABLE` or `SET
+/// TRANSACTION SNAPSHOT` must run before any snapshot is taken.
 #[pg_guard]
-extern "C-unwind" fn guarded_before_statement() {
+extern "C-unwind" fn guarded_before_statement(check_revocation: bool) {
     // Not in an aborted transaction block, where only ROLLBACK may run.
     // SAFETY: main thread (a hook); IsTransactionState only reads the current transaction's
     // state and cannot raise; it is the guarded wrapper, under this function's #[pg_guard].
     if unsafe { pg_sys::IsTransactionState() } {
-        session::before_statement();
+        session::before_statement(check_revocation).or_report();
     }
 }
 
@@ -31,7 +36,7 @@ extern "C-unwind" fn guarded_before_statement() {
 /// Called only by PostgreSQL as ExecutorStart_hook, on the main thread, with the executor's
 /// valid arguments.
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
-    guarded_before_statement();
+    guarded_before_statement(true);
     // SAFETY: PostgreSQL's arguments (caller's obligation), passed on unchanged to the hook
     // installed before ours or to standard_ExecutorStart, whose contract they meet.
     // PREV_EXECUTOR_START is read by value; it is written only in `init` (_PG_init). An ERROR
@@ -59,7 +64,7 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    guarded_before_statement();
+    guarded_before_statement(false);
     // SAFETY: PostgreSQL's arguments (caller's obligation), passed on unchanged to the hook
     // installed before ours or to standard_ProcessUtility, whose contract they meet.
     // PREV_PROCESS_UTILITY is read by value; it is written only in `init` (_PG_init). An
@@ -81,7 +86,7 @@ unsafe extern "C-unwind" fn process_utility(
 
 /// Runs before every executor start and run and every utility statement.
 fn before_statement() {
-    guarded_before_statement();
+    guarded_before_statement(false);
 }
 
 pub fn init() {

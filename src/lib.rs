@@ -12,10 +12,12 @@ mod errors;
 mod fmgr;
 mod guc;
 mod hooks;
+mod internal_tables;
 mod key_config;
 mod pg_raw;
 mod pg_versions;
 mod rate_limit;
+mod revocation;
 mod secret_file;
 mod session;
 mod session_api;
@@ -28,6 +30,7 @@ pub extern "C-unwind" fn _PG_init() {
     guc::init();
     hooks::init();
     rate_limit::init();
+    revocation::init();
 }
 
 #[cfg(any(test, feature = "pg_test"))]

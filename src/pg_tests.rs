@@ -137,4 +137,38 @@ mod tests {
             .unwrap();
         assert_eq!(rows, 10, "one row per key");
     }
+
+    /// A database whose extension SQL predates the revocations table (a new library, the
+    /// upgrade not yet run) has revoked nothing: sessions start and statements run; revoking
+    /// says what to do.
+    #[pg_test(error = "pg_rls_auth: the table _pg_rls_auth.revocations is missing")]
+    fn without_the_revocations_table_nothing_is_revoked() {
+        let private = configure_key();
+        Spi::run("ALTER EXTENSION pg_rls_auth DROP TABLE _pg_rls_auth.revocations").unwrap();
+        Spi::run("DROP TABLE _pg_rls_auth.revocations").unwrap();
+        let tok = token(&private, r#"{"sub":"alice","jti":"j1"}"#);
+        Spi::run(&format!("SELECT auth.jwt_session_init('{tok}')")).unwrap();
+        assert_eq!(
+            Spi::get_one::<String>("SELECT auth.user_id()")
+                .unwrap()
+                .as_deref(),
+            Some("alice")
+        );
+        Spi::run("SELECT auth.revoke_sessions('alice')").unwrap();
+    }
+
+    /// A revoked token is refused at init.
+    #[pg_test(error = "the token has been revoked")]
+    fn a_revoked_token_is_refused() {
+        let private = configure_key();
+        let tok = token(&private, r#"{"sub":"alice","jti":"j1"}"#);
+        Spi::run(&format!("SELECT auth.jwt_session_init('{tok}')")).unwrap();
+        Spi::run("SELECT auth.revoke_token('j1', now() + interval '1 hour')").unwrap();
+        let listed = Spi::get_one::<String>(
+            "SELECT string_agg(kind || ':' || value, ',') FROM auth.revocations()",
+        )
+        .unwrap();
+        assert_eq!(listed.as_deref(), Some("token:j1"));
+        Spi::run(&format!("SELECT auth.jwt_session_init('{tok}')")).unwrap();
+    }
 }

@@ -11,9 +11,11 @@ use crate::errors::Raise;
 use crate::fmgr::JsonbImage;
 use crate::guc;
 use crate::key_config::{self, Config};
+use crate::revocation;
 use crate::secret_file;
 use pg_rls_auth_core::claims::{parse_uuid, value_as_text};
 use pg_rls_auth_core::keys::KeyOrigin;
+use pg_rls_auth_core::revocation::Freshness;
 use pg_rls_auth_core::session_rules::{ReplayGuard, StoredSession, TokenCache, TokenFingerprint};
 use pg_rls_auth_core::{verify_token, Claims};
 use pgrx::pg_sys;
@@ -112,6 +114,8 @@ struct Backend {
     /// which every claim read raises until the setting changes.
     token_setting_generation: u64,
     token_setting_error: Option<Raise>,
+    /// The session (its generation) last found not revoked, and as of when.
+    revocation_checked: Option<(u64, Freshness)>,
 }
 
 thread_local! {
@@ -289,7 +293,14 @@ pub fn init(token: &str, local: bool) -> Result<(), Raise> {
 
 /// Verifies `token` and stores its session, or revokes the session.
 fn start(token: &str, local: bool, set_token_setting: bool) -> Result<(), Raise> {
-    let outcome = BACKEND.with_borrow_mut(|b| verify_cached(b, token));
+    let outcome = BACKEND
+        .with_borrow_mut(|b| verify_cached(b, token))
+        .and_then(
+            |claims| match revocation::refuses(&claims, revocation::freshness())? {
+                true => Err(revocation::revoked()),
+                false => Ok(claims),
+            },
+        );
     match outcome {
         Ok(claims) => {
             let epoch = BACKEND.with_borrow(|b| b.epoch);
@@ -401,18 +412,63 @@ pub fn end() {
 }
 
 /// Before a statement starts, runs or launches parallel workers: acts on a changed
-/// `pg_session_jwt.jwt`, and clears a session revoked by a failed init from the setting, so
-/// parallel workers never receive it.
-pub fn before_statement() {
+/// `pg_session_jwt.jwt`, ends a session whose token was revoked (at executor start only: see
+/// `hooks`), and clears a session revoked by a failed init or a revocation from the setting,
+/// so parallel workers never receive it.
+pub fn before_statement(check_revocation: bool) -> Result<(), Raise> {
     // SAFETY: main thread; IsInParallelMode only reads the transaction state and cannot
     // raise.
-    if in_parallel_worker() || unsafe { pg_sys::IsInParallelMode() } {
-        return;
+    let parallel = unsafe { pg_sys::IsInParallelMode() };
+    // Our own statements, run as the owner of an internal table, leave the session alone.
+    if in_parallel_worker() || parallel || crate::internal_tables::acting_as_owner() {
+        return Ok(());
     }
     sync_token_setting();
+    if check_revocation {
+        end_if_revoked()?;
+    }
     let stale =
         BACKEND.with_borrow(|b| b.epoch > 1 && stored().is_some_and(|s| s.epoch != b.epoch));
     if stale {
         guc::set_session("", false);
     }
+    Ok(())
+}
+
+/// Ends the verified session when a revocation now refuses its token. Checked once per
+/// session and revocation epoch (or statement, where there is no epoch: see `revocation`).
+fn end_if_revoked() -> Result<(), Raise> {
+    let generation = guc::SESSION_GENERATION.load(Ordering::Relaxed);
+    // A stored session that does not parse has nothing to revoke: its readers raise the error.
+    let session = BACKEND.with_borrow_mut(|b| {
+        if config(b).mode.verified {
+            verified_session(b).ok().flatten()
+        } else {
+            None
+        }
+    });
+    let Some(session) = session else {
+        return Ok(());
+    };
+    let freshness = revocation::freshness();
+    if BACKEND.with_borrow(|b| b.revocation_checked == Some((generation, freshness))) {
+        return Ok(());
+    }
+    let revoked = revocation::refuses(&session.claims, freshness)?;
+    BACKEND.with_borrow_mut(|b| {
+        b.revocation_checked = Some((generation, freshness));
+        if revoked {
+            // As after a failed init: the stored session is stale from now on, even if a
+            // rollback brings the setting back.
+            b.epoch += 1;
+            b.verified_generation = 0;
+        }
+    });
+    if revoked {
+        audit(&format!(
+            "session ended: its token was revoked (sub {:?})",
+            session.user_id.as_deref().unwrap_or_default()
+        ));
+    }
+    Ok(())
 }

@@ -21,6 +21,8 @@
 --   api that PostgREST serves (db-schemas), created here if missing; PostgREST's roles have
 --   USAGE on it (they need it to be served) and may execute api.pre_request (functions are
 --   executable by PUBLIC unless revoked; it only limits its caller).
+--   Revoked tokens (auth.revoke_sessions(), auth.revoke_token()) are refused, with or without a
+--   key configured.
 --   Claims used: `sub`. The key is the user's own (auth.check_write_rate(max, window, bucket)
 --   keys on auth.user_id()), so a client cannot spend another user's quota; set
 --   pg_rls_auth.rate_limit_keys = session to refuse explicit keys to client roles everywhere.
@@ -57,6 +59,9 @@ BEGIN
       PERFORM auth.jwt_session_init(token, local => true);
     END IF;
   END IF;
+  -- A token withdrawn with auth.revoke_sessions() or auth.revoke_token() is refused here too
+  -- when PostgREST verified it (no key configured): SQLSTATE 28000, HTTP 403.
+  PERFORM auth.check_not_revoked();
   IF auth.user_id() IS NULL THEN
     RETURN;  -- anonymous: no user to count
   END IF;

@@ -1,6 +1,6 @@
-//! The memory store: a fixed-size table in shared memory, split into partitions with one
-//! LWLock each so concurrent backends rarely wait on one another (as pg_stat_statements and the
-//! buffer mapping table do). Needs shared_preload_libraries; starts empty after a restart, and
+//! The memory store: a fixed-size table in shared memory (whose header also holds the
+//! revocation epoch), split into partitions with one LWLock each so concurrent backends rarely
+//! wait on one another (as pg_stat_statements and the buffer mapping table do). Needs shared_preload_libraries; starts empty after a restart, and
 //! counts attempts in transactions that later roll back.
 
 use super::Counters;
@@ -36,6 +36,8 @@ struct Header {
     /// read at different moments.
     admitted: AtomicU64,
     rejected: AtomicU64,
+    /// Bumped by every commit that changed `_pg_rls_auth.revocations` (see `revocation`).
+    revocation_epoch: AtomicU64,
     partitions: [PartitionStats; PARTITIONS],
 }
 
@@ -228,6 +230,14 @@ fn table_store_counters() -> (&'static AtomicU64, &'static AtomicU64) {
     // which lives as long as the server. The references cover these two atomic fields only,
     // never the partitions' plain counters, which other backends write under their locks.
     unsafe { (&(*HEADER).admitted, &(*HEADER).rejected) }
+}
+
+/// The revocation epoch, when preloaded: the one piece of pg_rls_auth's shared memory that is
+/// not the limiter's. An atomic, so a shared reference without a lock is sound.
+pub fn revocation_epoch() -> Option<&'static AtomicU64> {
+    // SAFETY: only when `available()`, so HEADER points to the initialised block, which lives
+    // as long as the server; the reference covers this atomic field only.
+    available().then(|| unsafe { &(*HEADER).revocation_epoch })
 }
 
 /// Each partition's stats, read under its lock.

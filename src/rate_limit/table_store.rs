@@ -15,19 +15,17 @@
 //! its window.
 //!
 //! Privileges: ordinary roles cannot touch the table. The store acts as the table's owner, a
-//! superuser, so it must never run anything another role controls (see `as_owner`).
+//! superuser, so it must never run anything another role controls (see `internal_tables`).
 
-use crate::errors::{
-    Raise, INSUFFICIENT_PRIVILEGE, INVALID_PARAMETER_VALUE, OBJECT_NOT_IN_PREREQUISITE_STATE,
-};
+use crate::errors::{Raise, INVALID_PARAMETER_VALUE};
 use crate::guc;
+use crate::internal_tables::{self, Table};
 use pg_rls_auth_core::gcra::{decide as gcra_decide, Decision, Limit, State};
 use pg_rls_auth_core::key_id::durable_key_id;
 use pgrx::prelude::*;
-use pgrx::spi::OwnedPreparedStatement;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use std::ffi::{c_void, CString};
+use std::ffi::c_void;
 
 /// Rows whose keys are fully replenished that one transaction removes when it adds rows.
 const SWEEP_ROWS: i64 = 16;
@@ -49,12 +47,6 @@ const SWEEP: &str =
     "DELETE FROM _pg_rls_auth.write_rate_state WHERE ctid OPERATOR(pg_catalog.=) ANY \
     (ARRAY(SELECT ctid FROM _pg_rls_auth.write_rate_state WHERE free_at OPERATOR(pg_catalog.<=) $1 \
     ORDER BY free_at LIMIT $2 FOR UPDATE SKIP LOCKED))";
-/// The table, found in the catalogs as the caller (nothing but pg_catalog is named).
-const FIND_TABLE: &str = "SELECT c.relowner, n.nspowner FROM pg_catalog.pg_class c \
-    JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
-    WHERE n.nspname OPERATOR(pg_catalog.=) '_pg_rls_auth' \
-    AND c.relname OPERATOR(pg_catalog.=) 'write_rate_state'";
-
 struct Entry {
     state: State,
     dirty: bool,
@@ -67,7 +59,6 @@ struct Backend {
     entries: HashMap<[u8; 16], Entry>,
     /// This transaction added rows: sweep before it commits.
     inserted: bool,
-    statements: HashMap<&'static str, OwnedPreparedStatement>,
 }
 
 thread_local! {
@@ -126,129 +117,9 @@ unsafe extern "C-unwind" fn subxact_callback(
     });
 }
 
-/// The owner of the state table, checked at every use. Only a superuser can own, rename,
-/// create in or attach code to schema `_pg_rls_auth` and its table (the extension script made
-/// them as one), so a name there cannot be redirected by the database owner who installed the
-/// extension or by anyone else. Should either not be a superuser's (a superuser changed them),
-/// the store refuses rather than act for someone who could have planted code there.
-fn table_owner() -> Result<pg_sys::Oid, Raise> {
-    // Prepared once per backend like the store's own statements: parsing and planning this
-    // join per check cost more than the check (it runs at every first check of a key in a
-    // transaction, and again at commit).
-    let owners = Spi::connect_mut(|client| {
-        prepare(client, FIND_TABLE, &[]);
-        BACKEND.with_borrow(|b| {
-            let stmt = b.statements.get(FIND_TABLE).expect("prepared above");
-            client
-                .update(stmt, Some(1), &[])
-                .ok()
-                .and_then(|t| t.first().get_two::<pg_sys::Oid, pg_sys::Oid>().ok())
-        })
-    });
-    let Some((Some(table), Some(schema))) = owners else {
-        return Err(Raise::new(
-            OBJECT_NOT_IN_PREREQUISITE_STATE,
-            "pg_rls_auth: the table store _pg_rls_auth.write_rate_state is missing",
-        )
-        .hint("Update the extension: ALTER EXTENSION pg_rls_auth UPDATE."));
-    };
-    // SAFETY: main thread, inside a transaction (a SQL function call, or pre-commit), as the
-    // syscache lookup needs. superuser_arg can raise (catalog access); the guarded wrapper
-    // makes that a panic for the caller's pgrx guard, and only Copy values are live here.
-    if unsafe { !pg_sys::superuser_arg(table) || !pg_sys::superuser_arg(schema) } {
-        return Err(Raise::new(
-            INSUFFICIENT_PRIVILEGE,
-            "pg_rls_auth: _pg_rls_auth.write_rate_state or its schema is not owned by a superuser",
-        )
-        .detail("The table store acts as the table's owner and refuses to for any other role."));
-    }
-    Ok(table)
-}
-
-/// Runs `f` as the owner of the state table, the way PostgreSQL runs RI checks: in a security
-/// restricted operation, with `search_path` pinned to pg_catalog (as maintenance commands do)
-/// and `lock_timeout` at `pg_rls_auth.rate_limit_lock_timeout`. The statements name only
-/// `_pg_rls_auth` and pg_catalog, and the table has no triggers, rules or policies (only a
-/// superuser could add them), so nothing another role wrote runs with the owner's rights.
+/// Runs `f` as the owner of the state table (see `internal_tables::as_owner`).
 fn as_owner<R>(f: impl FnOnce() -> R) -> Result<R, Raise> {
-    let owner = table_owner()?;
-    let (mut user, mut context) = (pg_sys::Oid::INVALID, 0);
-    let lock_timeout = CString::new(guc::RATE_LIMIT_LOCK_TIMEOUT.get().to_string())
-        .expect("digits have no NUL byte");
-    // SAFETY: main thread, inside a transaction. GetUserIdAndSecContext writes two valid
-    // locals; SetUserIdAndSecContext only assigns globals. Neither raises. The change is
-    // undone below, or, if anything in between raises, by the (sub)transaction abort, which
-    // restores the user and security context saved at its start.
-    unsafe {
-        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
-        pg_sys::SetUserIdAndSecContext(
-            owner,
-            context
-                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
-                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
-        );
-    }
-    // SAFETY: main thread, inside a transaction (GUC nest levels are per transaction). Names
-    // and values are NUL-terminated and outlive the calls. GUC_ACTION_SAVE ties the changes
-    // to `nest`, undone by AtEOXact_GUC below or by the abort. With elevel 0 and
-    // PGC_S_SESSION, set_config_option raises ERROR on a refused value; the guarded wrapper
-    // makes it a panic that unwinds (dropping `lock_timeout`) to the caller's pgrx guard,
-    // and the abort then restores the user and settings.
-    let nest = unsafe {
-        let nest = pg_sys::NewGUCNestLevel();
-        for (name, value) in [
-            (c"search_path", c"pg_catalog, pg_temp"),
-            (c"lock_timeout", lock_timeout.as_c_str()),
-        ] {
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_SUSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
-        }
-        nest
-    };
-    // An ERROR in `f` aborts the (sub)transaction, which restores the user and the settings.
-    let result = PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
-        .catch_when(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, |_| {
-            crate::errors::report(
-                Raise::new(
-                    *b"55P03",
-                    "pg_rls_auth: another transaction holds this rate-limit key",
-                )
-                .detail("It checked the same key and has not ended yet.")
-                .hint("pg_rls_auth.rate_limit_lock_timeout bounds the wait."),
-            )
-        })
-        .execute();
-    // SAFETY: main thread, same transaction; `nest` is the level NewGUCNestLevel returned
-    // above and `f` has returned, so every nested level it made is closed. AtEOXact_GUC
-    // restores search_path and lock_timeout (their assign hooks do not raise); then the saved
-    // user and security context are restored. A raise here (guarded) would be a panic, and the
-    // abort would restore both.
-    unsafe {
-        pg_sys::AtEOXact_GUC(true, nest);
-        pg_sys::SetUserIdAndSecContext(user, context);
-    }
-    Ok(result)
-}
-
-/// Prepares `sql` once per backend (kept across transactions; PostgreSQL replans it when the
-/// catalogs it depends on change).
-fn prepare(client: &mut pgrx::spi::SpiClient<'_>, sql: &'static str, types: &[PgOid]) {
-    if BACKEND.with_borrow(|b| b.statements.contains_key(sql)) {
-        return;
-    }
-    let stmt = client
-        .prepare_mut(sql, types)
-        .unwrap_or_else(|e| pgrx::error!("pg_rls_auth: preparing the table store failed: {e}"))
-        .keep();
-    BACKEND.with_borrow_mut(|b| b.statements.insert(sql, stmt));
+    internal_tables::as_owner(Table::WriteRateState, guc::RATE_LIMIT_LOCK_TIMEOUT.get(), f)
 }
 
 fn run(
@@ -257,9 +128,7 @@ fn run(
     types: &[PgOid],
 ) -> Option<(String, i32)> {
     Spi::connect_mut(|client| {
-        prepare(client, sql, types);
-        let result = BACKEND.with_borrow(|b| {
-            let stmt = b.statements.get(sql).expect("prepared above");
+        let result = internal_tables::with_prepared(client, sql, types, |client, stmt| {
             client.update(stmt, None, &args).map(|table| {
                 table
                     .first()

@@ -1,0 +1,246 @@
+//! pg_rls_auth's internal tables, in schema `_pg_rls_auth` (the table store's state, the
+//! revocations): ordinary roles cannot touch them, so the code that reads and writes them acts
+//! as their owner, a superuser. That is safe only while nothing another role controls can run
+//! (see `as_owner`), and only for tables that are still what the extension script made.
+
+use crate::errors::{Raise, INSUFFICIENT_PRIVILEGE, OBJECT_NOT_IN_PREREQUISITE_STATE};
+use pgrx::prelude::*;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::CString;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Table {
+    WriteRateState,
+    Revocations,
+}
+
+impl Table {
+    fn name(self) -> &'static str {
+        match self {
+            Table::WriteRateState => "write_rate_state",
+            Table::Revocations => "revocations",
+        }
+    }
+}
+
+/// A table and its schema's owners, found in the catalogs as the caller (nothing but
+/// pg_catalog is named).
+const FIND_TABLE: &str = "SELECT c.relowner, n.nspowner FROM pg_catalog.pg_class c \
+    JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
+    WHERE n.nspname OPERATOR(pg_catalog.=) '_pg_rls_auth' \
+    AND c.relname OPERATOR(pg_catalog.=) $1 AND c.relkind OPERATOR(pg_catalog.=) 'r'";
+
+thread_local! {
+    /// Statements prepared once per backend (kept across transactions; PostgreSQL replans
+    /// them when the catalogs they depend on change).
+    static STATEMENTS: RefCell<HashMap<&'static str, OwnedPreparedStatement>> =
+        RefCell::new(HashMap::new());
+    /// Set while our own statements run (as the owner, or looking the owner up): the
+    /// statement hooks then leave the session alone.
+    static ACTING_AS_OWNER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Marks our own statements running; unmarked when dropped, by a panic's unwinding too.
+struct ActingAsOwner(bool);
+
+impl ActingAsOwner {
+    fn start() -> Self {
+        Self(ACTING_AS_OWNER.replace(true))
+    }
+}
+
+impl Drop for ActingAsOwner {
+    fn drop(&mut self) {
+        ACTING_AS_OWNER.set(self.0);
+    }
+}
+
+/// Whether the current statement is one of ours (on an internal table or looking one up).
+pub fn acting_as_owner() -> bool {
+    ACTING_AS_OWNER.get()
+}
+
+/// Runs the prepared form of `sql` (prepared here on first use) with `f`, for statements that
+/// write.
+pub fn with_prepared<R>(
+    client: &mut SpiClient<'_>,
+    sql: &'static str,
+    types: &[PgOid],
+    f: impl FnOnce(&mut SpiClient<'_>, &OwnedPreparedStatement) -> R,
+) -> R {
+    prepare(client, sql, types, true);
+    STATEMENTS.with_borrow(|s| f(client, s.get(sql).expect("prepared above")))
+}
+
+/// Runs the prepared read-only `sql` with `f`, which must only `select` it: it then takes no
+/// transaction ID, and works on a hot standby.
+pub fn with_prepared_read<R>(
+    client: &SpiClient<'_>,
+    sql: &'static str,
+    types: &[PgOid],
+    f: impl FnOnce(&SpiClient<'_>, &OwnedPreparedStatement) -> R,
+) -> R {
+    prepare(client, sql, types, false);
+    STATEMENTS.with_borrow(|s| f(client, s.get(sql).expect("prepared above")))
+}
+
+fn prepare(client: &SpiClient<'_>, sql: &'static str, types: &[PgOid], writes: bool) {
+    if STATEMENTS.with_borrow(|s| s.contains_key(sql)) {
+        return;
+    }
+    let prepared = if writes {
+        client.prepare_mut(sql, types)
+    } else {
+        client.prepare(sql, types)
+    };
+    let stmt = prepared
+        .unwrap_or_else(|e| pgrx::error!("pg_rls_auth: preparing an internal query failed: {e}"))
+        .keep();
+    STATEMENTS.with_borrow_mut(|s| s.insert(sql, stmt));
+}
+
+/// The owner of `table`, checked at every use; None when the table does not exist (an older
+/// version of the extension's SQL). Only a superuser can own, rename, create in or attach code
+/// to schema `_pg_rls_auth` and its tables (the extension script made them as one), so a name
+/// there cannot be redirected by the database owner who installed the extension or by anyone
+/// else. Should either not be a superuser's (a superuser changed them), this refuses rather
+/// than act for someone who could have planted code there.
+fn owner(table: Table) -> Result<Option<pg_sys::Oid>, Raise> {
+    // Prepared: parsing and planning this join per use cost more than a rate-limit check.
+    // Ours too: the statement hooks must not start a revocation check (which would look the
+    // table up again) under it.
+    let acting = ActingAsOwner::start();
+    let owners = Spi::connect(|client| {
+        with_prepared_read(
+            client,
+            FIND_TABLE,
+            &[PgOid::from(pg_sys::TEXTOID)],
+            |client, stmt| {
+                client
+                    .select(stmt, Some(1), &[table.name().into()])
+                    .ok()
+                    .and_then(|t| t.first().get_two::<pg_sys::Oid, pg_sys::Oid>().ok())
+            },
+        )
+    });
+    drop(acting);
+    let Some((Some(relation), Some(schema))) = owners else {
+        return Ok(None);
+    };
+    // SAFETY: main thread, inside a transaction (a SQL function call, a statement hook or
+    // pre-commit), as the syscache lookup needs. superuser_arg can raise (catalog access); the
+    // guarded wrapper makes that a panic for the caller's pgrx guard, and only Copy values are
+    // live here.
+    if unsafe { !pg_sys::superuser_arg(relation) || !pg_sys::superuser_arg(schema) } {
+        return Err(Raise::new(
+            INSUFFICIENT_PRIVILEGE,
+            format!(
+                "pg_rls_auth: _pg_rls_auth.{} or its schema is not owned by a superuser",
+                table.name()
+            ),
+        )
+        .detail("pg_rls_auth acts as the table's owner and refuses to for any other role."));
+    }
+    Ok(Some(relation))
+}
+
+/// Runs `f` as the owner of `table` (see `as_owner_if_present`); a missing table is an error.
+pub fn as_owner<R>(table: Table, lock_timeout_ms: i32, f: impl FnOnce() -> R) -> Result<R, Raise> {
+    as_owner_if_present(table, lock_timeout_ms, f)?.ok_or_else(|| {
+        Raise::new(
+            OBJECT_NOT_IN_PREREQUISITE_STATE,
+            format!(
+                "pg_rls_auth: the table _pg_rls_auth.{} is missing",
+                table.name()
+            ),
+        )
+        .hint("Update the extension: ALTER EXTENSION pg_rls_auth UPDATE.")
+    })
+}
+
+/// Runs `f` as the owner of `table`, the way PostgreSQL runs RI checks: in a security
+/// restricted operation, with `search_path` pinned to pg_catalog (as maintenance commands do)
+/// and `lock_timeout` at `lock_timeout_ms`. Our statements name only `_pg_rls_auth` and
+/// pg_catalog, and the tables have no triggers, rules or policies (only a superuser could add
+/// them), so nothing another role wrote runs with the owner's rights. None, without running
+/// `f`, when the table does not exist.
+pub fn as_owner_if_present<R>(
+    table: Table,
+    lock_timeout_ms: i32,
+    f: impl FnOnce() -> R,
+) -> Result<Option<R>, Raise> {
+    let Some(owner) = owner(table)? else {
+        return Ok(None);
+    };
+    let (mut user, mut context) = (pg_sys::Oid::INVALID, 0);
+    let lock_timeout = CString::new(lock_timeout_ms.to_string()).expect("digits have no NUL byte");
+    // SAFETY: main thread, inside a transaction. GetUserIdAndSecContext writes two valid
+    // locals; SetUserIdAndSecContext only assigns globals. Neither raises. The change is
+    // undone below, or, if anything in between raises, by the (sub)transaction abort, which
+    // restores the user and security context saved at its start.
+    unsafe {
+        pg_sys::GetUserIdAndSecContext(&mut user, &mut context);
+        pg_sys::SetUserIdAndSecContext(
+            owner,
+            context
+                | pg_sys::SECURITY_LOCAL_USERID_CHANGE as i32
+                | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
+        );
+    }
+    // SAFETY: main thread, inside a transaction (GUC nest levels are per transaction). Names
+    // and values are NUL-terminated and outlive the calls. GUC_ACTION_SAVE ties the changes
+    // to `nest`, undone by AtEOXact_GUC below or by the abort, and is allowed in parallel
+    // mode. With elevel 0 and PGC_S_SESSION, set_config_option raises ERROR on a refused
+    // value; the guarded wrapper makes it a panic that unwinds (dropping `lock_timeout`) to
+    // the caller's pgrx guard, and the abort then restores the user and settings.
+    let nest = unsafe {
+        let nest = pg_sys::NewGUCNestLevel();
+        for (name, value) in [
+            (c"search_path", c"pg_catalog, pg_temp"),
+            (c"lock_timeout", lock_timeout.as_c_str()),
+        ] {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+        nest
+    };
+    let acting = ActingAsOwner::start();
+    // An ERROR in `f` aborts the (sub)transaction, which restores the user and the settings.
+    let result = PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
+        .catch_when(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, |_| {
+            crate::errors::report(match table {
+                Table::WriteRateState => Raise::new(
+                    *b"55P03",
+                    "pg_rls_auth: another transaction holds this rate-limit key",
+                )
+                .detail("It checked the same key and has not ended yet.")
+                .hint("pg_rls_auth.rate_limit_lock_timeout bounds the wait."),
+                Table::Revocations => Raise::new(
+                    *b"55P03",
+                    "pg_rls_auth: another transaction is changing this revocation",
+                ),
+            })
+        })
+        .execute();
+    drop(acting);
+    // SAFETY: main thread, same transaction; `nest` is the level NewGUCNestLevel returned
+    // above and `f` has returned, so every nested level it made is closed. AtEOXact_GUC
+    // restores search_path and lock_timeout (their assign hooks do not raise); then the saved
+    // user and security context are restored. A raise here (guarded) would be a panic, and the
+    // abort would restore both.
+    unsafe {
+        pg_sys::AtEOXact_GUC(true, nest);
+        pg_sys::SetUserIdAndSecContext(user, context);
+    }
+    Ok(Some(result))
+}
