@@ -148,6 +148,17 @@ pub fn report(r: Raise) -> ! {
     unreachable!("ereport(ERROR) returned")
 }
 
+/// Raises `r` as FATAL through pgrx's error machinery: the connection ends.
+pub fn report_fatal(r: Raise) -> ! {
+    let code = pg_sys::errcodes::PgSqlErrorCode::from(make_sqlstate(r.sqlstate));
+    let mut report = pg_sys::panic::ErrorReport::new(code, r.message, "pg_rls_auth");
+    if let Some(h) = r.hint {
+        report = report.set_hint(h);
+    }
+    report.report(pgrx::PgLogLevel::FATAL);
+    unreachable!("ereport(FATAL) returned")
+}
+
 pub trait OrReport<T> {
     /// Unwraps, or raises the error through pgrx (`#[pg_extern]` functions).
     fn or_report(self) -> T;

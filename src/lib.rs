@@ -14,6 +14,8 @@ mod guc;
 mod hooks;
 mod internal_tables;
 mod key_config;
+#[cfg(feature = "pg18")]
+mod oauth_validator;
 mod pg_raw;
 mod pg_versions;
 mod rate_limit;

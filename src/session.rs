@@ -114,8 +114,11 @@ struct Backend {
     /// which every claim read raises until the setting changes.
     token_setting_generation: u64,
     token_setting_error: Option<Raise>,
-    /// The session (its generation) last found not revoked, and as of when.
-    revocation_checked: Option<(u64, Freshness)>,
+    /// The session (its and the login's generations) last found not revoked, and as of when.
+    revocation_checked: Option<(u64, u64, Freshness)>,
+    /// The OAuth login's session and `guc::LOGIN_GENERATION` when it was read.
+    login_generation: u64,
+    login: Option<Rc<Session>>,
 }
 
 thread_local! {
@@ -254,8 +257,33 @@ fn fallback_session(backend: &mut Backend) -> Result<Option<Rc<Session>>, Raise>
     Ok(backend.fallback.clone())
 }
 
+/// The claims the connection logged in with (PostgreSQL 18 OAuth), read once per change.
+fn login_session(backend: &mut Backend) -> Result<Option<Rc<Session>>, Raise> {
+    let generation = guc::LOGIN_GENERATION.load(Ordering::Relaxed);
+    if backend.login_generation != generation {
+        backend.login = match guc::login_session_value() {
+            Some(json) => Some(Rc::new(Session::new(
+                Claims::from_trusted_json(json).map_err(Raise::from)?,
+                None,
+            ))),
+            None => None,
+        };
+        backend.login_generation = generation;
+    }
+    Ok(backend.login.clone())
+}
+
+#[cfg(feature = "pg18")]
+/// Makes an OAuth login's verified claims the connection's login session (see `current`).
+pub fn start_login(claims_json: &str) {
+    guc::set_login_session(claims_json);
+    audit("OAuth login verified");
+}
+
 /// The session the SQL API answers from: the verified one while a key is configured, else
-/// PostgREST's claims (when trusted), else none.
+/// PostgREST's claims (when trusted), else none. A connection that logged in with OAuth
+/// answers from its login whenever no other verified session is in force, and never from
+/// PostgREST's claims.
 pub fn current() -> Result<Option<Rc<Session>>, Raise> {
     guc::check_startup_overrides()?;
     sync_token_setting();
@@ -264,11 +292,12 @@ pub fn current() -> Result<Option<Rc<Session>>, Raise> {
             return Err(e.clone());
         }
         let config = config(b);
-        if config.mode.verified {
+        let login = login_session(b)?;
+        if config.mode.verified || login.is_some() {
             if let Err(e) = &config.keys {
                 return Err(e.clone().into());
             }
-            verified_session(b)
+            Ok(verified_session(b)?.or(login))
         } else if config.mode.reads_request_claims {
             fallback_session(b)
         } else {
@@ -439,24 +468,35 @@ pub fn before_statement(check_revocation: bool) -> Result<(), Raise> {
 /// session and revocation epoch (or statement, where there is no epoch: see `revocation`).
 fn end_if_revoked() -> Result<(), Raise> {
     let generation = guc::SESSION_GENERATION.load(Ordering::Relaxed);
+    let login_generation = guc::LOGIN_GENERATION.load(Ordering::Relaxed);
     // A stored session that does not parse has nothing to revoke: its readers raise the error.
-    let session = BACKEND.with_borrow_mut(|b| {
-        if config(b).mode.verified {
+    let (session, is_login) = BACKEND.with_borrow_mut(|b| {
+        let login = login_session(b).ok().flatten();
+        let verified = if config(b).mode.verified || login.is_some() {
             verified_session(b).ok().flatten()
         } else {
             None
+        };
+        match verified {
+            Some(s) => (Some(s), false),
+            None => (login.clone(), login.is_some()),
         }
     });
     let Some(session) = session else {
         return Ok(());
     };
     let freshness = revocation::freshness();
-    if BACKEND.with_borrow(|b| b.revocation_checked == Some((generation, freshness))) {
+    let key = (generation, login_generation, freshness);
+    if BACKEND.with_borrow(|b| b.revocation_checked == Some(key)) {
         return Ok(());
     }
     let revoked = revocation::refuses(&session.claims, freshness)?;
+    if revoked && is_login {
+        // The login is the connection's identity: it cannot end without the connection.
+        crate::errors::report_fatal(revocation::revoked());
+    }
     BACKEND.with_borrow_mut(|b| {
-        b.revocation_checked = Some((generation, freshness));
+        b.revocation_checked = Some(key);
         if revoked {
             // As after a failed init: the stored session is stale from now on, even if a
             // rollback brings the setting back.

@@ -7,6 +7,7 @@ pub mod error;
 pub mod gcra;
 pub mod key_id;
 pub mod keys;
+pub mod oauth_login;
 pub mod revocation;
 pub mod session_rules;
 pub mod slot_table;

@@ -16,6 +16,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 pub use postgres;
 pub use serde_json;
 
+pub mod oauth_client;
+
 static NEXT_CLUSTER: AtomicU16 = AtomicU16::new(0);
 
 /// The PostgreSQL under test: `PG_BIN` (the test command sets it per version), else Debian's 15.
@@ -374,6 +376,40 @@ impl Cluster {
             assert!(status.success(), "chown {}", path.display());
         }
         path
+    }
+
+    /// Replaces pg_hba.conf and pg_ident.conf and reloads; returns once new connections see
+    /// them.
+    pub fn set_hba(&self, hba: &str, ident: &str) {
+        for (name, contents) in [("pg_hba.conf", hba), ("pg_ident.conf", ident)] {
+            let path = Path::new(&self.data_dir()).join(name);
+            std::fs::write(&path, contents).expect("write a server configuration file");
+        }
+        let mut admin = self.superuser("postgres");
+        admin
+            .batch_execute("SELECT pg_reload_conf()")
+            .expect("reload the configuration");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let errors: i64 = admin
+                .query_one(
+                    "SELECT count(*) FROM pg_hba_file_rules WHERE error IS NOT NULL",
+                    &[],
+                )
+                .expect("read pg_hba_file_rules")
+                .get(0);
+            assert_eq!(errors, 0, "pg_hba.conf has errors: {}", self.log());
+            let seen: i64 = admin
+                .query_one("SELECT count(*) FROM pg_hba_file_rules", &[])
+                .expect("read pg_hba_file_rules")
+                .get(0);
+            if seen == hba.lines().filter(|l| !l.trim().is_empty()).count() as i64 {
+                std::thread::sleep(Duration::from_millis(200));
+                return;
+            }
+            assert!(Instant::now() < deadline, "pg_hba.conf was not reloaded");
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     /// The directory holding the server's Unix socket (and its data and log).

@@ -12,8 +12,14 @@ mod read;
 mod startup_overrides;
 mod write;
 
-pub use read::{bytes_value, explicitly_set, session_value, string_value, ForeignSetting};
+#[cfg(feature = "pg18")]
+pub use read::setting_text;
+pub use read::{
+    bytes_value, explicitly_set, login_session_value, session_value, string_value, ForeignSetting,
+};
 pub use startup_overrides::check_startup_overrides;
+#[cfg(feature = "pg18")]
+pub use write::set_login_session;
 pub use write::{set_session, set_token_setting};
 
 pub static JWKS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
@@ -42,6 +48,14 @@ pub static REQUEST_JWT_CLAIM_SUB: GucSetting<Option<CString>> =
 pub static AUDIT_LOG: GucSetting<bool> = GucSetting::<bool>::new(false);
 /// The verified session: `<epoch>:<claims JSON>`, written only by auth.jwt_session_init().
 pub static SESSION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+/// The claims of the token an OAuth login (PostgreSQL 18) presented, as JSON.
+pub static LOGIN_SESSION: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+#[cfg(feature = "pg18")]
+pub static OAUTH_AUTHN_CLAIM: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"sub"));
+#[cfg(feature = "pg18")]
+pub static OAUTH_ROLE_CLAIM: GucSetting<Option<CString>> =
+    GucSetting::<Option<CString>>::new(Some(c"role"));
 pub static RATE_LIMIT_STORE: GucSetting<RateLimitStore> =
     GucSetting::<RateLimitStore>::new(RateLimitStore::Auto);
 pub static RATE_LIMIT_ACTION: GucSetting<RateLimitAction> =
@@ -52,6 +66,7 @@ pub static RATE_LIMIT_SLOTS: GucSetting<i32> = GucSetting::<i32>::new(65_536);
 pub static RATE_LIMIT_LOCK_TIMEOUT: GucSetting<i32> = GucSetting::<i32>::new(1000);
 
 pub const SESSION_GUC: &CStr = c"pg_rls_auth.session";
+pub const LOGIN_SESSION_GUC: &CStr = c"pg_rls_auth.login_session";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PostgresGucEnum)]
 pub enum RateLimitStore {
@@ -86,6 +101,8 @@ pub enum RateLimitKeys {
 pub static CONFIG_GENERATION: AtomicU64 = AtomicU64::new(1);
 /// Bumped whenever `pg_rls_auth.session` changes (SET, RESET, rollback, parallel restore).
 pub static SESSION_GENERATION: AtomicU64 = AtomicU64::new(1);
+/// Bumped whenever `pg_rls_auth.login_session` changes.
+pub static LOGIN_GENERATION: AtomicU64 = AtomicU64::new(1);
 /// Bumped whenever `pg_session_jwt.jwt` changes.
 pub static TOKEN_SETTING_GENERATION: AtomicU64 = AtomicU64::new(1);
 
@@ -124,6 +141,38 @@ unsafe extern "C-unwind" fn config_changed_int(_new: i32, _extra: *mut c_void) {
 unsafe extern "C-unwind" fn session_changed(_new: *const c_char, _extra: *mut c_void) {
     SESSION_GENERATION.fetch_add(1, Ordering::Relaxed);
 }
+/// # Safety
+/// Called only by PostgreSQL as `pg_rls_auth.login_session`'s assign hook, on the main thread.
+#[pg_guard]
+unsafe extern "C-unwind" fn login_session_changed(_new: *const c_char, _extra: *mut c_void) {
+    LOGIN_GENERATION.fetch_add(1, Ordering::Relaxed);
+}
+
+/// The login session is written only by the OAuth validator, at the highest priority
+/// (`PGC_S_OVERRIDE`, which no later SET, RESET or role setting displaces), and reaches
+/// parallel workers the same way. Any other source is refused, superusers' included.
+///
+/// # Safety
+/// Called only by PostgreSQL as a string check hook, on the main thread, with a valid `newval`.
+#[pg_guard]
+unsafe extern "C-unwind" fn check_login_source(
+    newval: *mut *mut c_char,
+    _extra: *mut *mut c_void,
+    source: pg_sys::GucSource::Type,
+) -> bool {
+    // SAFETY: `newval` is PostgreSQL's check-hook argument (our caller's obligation).
+    if unsafe { is_empty(newval) }
+        || source == pg_sys::GucSource::PGC_S_DEFAULT
+        || source == pg_sys::GucSource::PGC_S_OVERRIDE
+    {
+        return true;
+    }
+    refuse(
+        Some(c"pg_rls_auth.login_session can only be set by an OAuth login"),
+        c"It holds the claims of the token the connection logged in with (PostgreSQL 18, oauth in pg_hba.conf).",
+    )
+}
+
 /// # Safety
 /// Called only by PostgreSQL as `pg_session_jwt.jwt`'s assign hook, on the main thread.
 #[pg_guard]
@@ -460,6 +509,21 @@ pub fn init() {
             | GucFlags::SUPERUSER_ONLY,
         (None, Some(session_changed)),
     );
+    define_string(
+        LOGIN_SESSION_GUC,
+        c"The claims an OAuth login presented (internal; written by pg_rls_auth's OAuth validator).",
+        c"",
+        &LOGIN_SESSION,
+        GucContext::Suset,
+        GucFlags::NO_SHOW_ALL
+            | not_in_sample()
+            | GucFlags::DISALLOW_IN_FILE
+            | GucFlags::SUPERUSER_ONLY
+            | GucFlags::NO_RESET_ALL,
+        (Some(check_login_source), Some(login_session_changed)),
+    );
+    #[cfg(feature = "pg18")]
+    define_oauth_settings();
     GucRegistry::define_enum_guc(
         c"pg_rls_auth.rate_limit_store",
         c"Where auth.check_write_rate keeps its state: auto, memory or table.",
@@ -505,6 +569,30 @@ pub fn init() {
     // yet; it raises only when out of memory, a panic here (guarded wrapper) for _PG_init's
     // guard, with nothing live that needs dropping.
     unsafe { pg_sys::MarkGUCPrefixReserved(c"pg_rls_auth".as_ptr()) };
+}
+
+/// PostgreSQL 18's OAuth logins (see `oauth_validator`): read during authentication, so only
+/// postgresql.conf and ALTER SYSTEM can set them.
+#[cfg(feature = "pg18")]
+fn define_oauth_settings() {
+    define_string(
+        c"pg_rls_auth.oauth_authn_claim",
+        c"The claim whose value an OAuth login authenticates as (SYSTEM_USER oauth:<value>, pg_ident maps).",
+        c"PostgreSQL 18, with oauth_validator_libraries = 'pg_rls_auth'.",
+        &OAUTH_AUTHN_CLAIM,
+        GucContext::Sighup,
+        GucFlags::default(),
+        (None, None),
+    );
+    define_string(
+        c"pg_rls_auth.oauth_role_claim",
+        c"With delegate_ident_mapping=1, the claim that must name the role an OAuth login asks for.",
+        c"PostgreSQL 18, with oauth_validator_libraries = 'pg_rls_auth'.",
+        &OAUTH_ROLE_CLAIM,
+        GucContext::Sighup,
+        GucFlags::default(),
+        (None, None),
+    );
 }
 
 fn define_rate_limit_slots() {

@@ -2,7 +2,7 @@
 //! extensions define (PostgREST's `request.jwt.claims`), found the way each PostgreSQL version
 //! allows (see `pg_versions`).
 
-use super::SESSION;
+use super::{LOGIN_SESSION, SESSION};
 use crate::pg_versions;
 use pg_rls_auth_core::AuthError;
 use pgrx::guc::GucSetting;
@@ -55,6 +55,22 @@ impl ForeignSetting {
         let bytes = self.0.string_value(name)?;
         (!bytes.is_empty()).then_some(bytes)
     }
+}
+
+#[cfg(feature = "pg18")]
+/// A string setting's value, or empty when unset or not UTF-8 (for names of claims).
+pub fn setting_text(setting: &GucSetting<Option<CString>>) -> String {
+    bytes_value(setting)
+        .and_then(|b| std::str::from_utf8(b).ok())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// The claims an OAuth login presented, if any (written only by the validator, as JSON).
+pub fn login_session_value() -> Option<&'static str> {
+    string_value(&LOGIN_SESSION, "pg_rls_auth.login_session")
+        .ok()
+        .flatten()
 }
 
 /// The stored session, if any (written only by this extension, as JSON text).

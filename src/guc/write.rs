@@ -41,6 +41,31 @@ pub fn set_session(value: &str, local: bool) {
     set(SESSION_GUC, value, local, pg_sys::GucContext::PGC_SUSET);
 }
 
+#[cfg(feature = "pg18")]
+/// Sets the login session once, during authentication, at the highest priority: no later
+/// SET, RESET, RESET ALL, DISCARD ALL or role setting displaces it, and parallel workers
+/// receive it.
+pub fn set_login_session(claims_json: &str) {
+    let value = CString::new(claims_json).expect("JSON text has no NUL byte");
+    // SAFETY: main thread, during authentication (the OAuth validator): GUCs are initialised,
+    // and GUC_ACTION_SET outside a transaction is how startup options are applied too. Name
+    // and value are NUL-terminated and outlive the call (copied). With elevel ERROR a refusal
+    // raises; the guarded wrapper makes it a panic for the validator's #[pg_guard] (dropping
+    // `value`), which fails the login.
+    unsafe {
+        pg_sys::set_config_option(
+            super::LOGIN_SESSION_GUC.as_ptr(),
+            value.as_ptr(),
+            pg_sys::GucContext::PGC_SUSET,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+            pg_sys::GucAction::GUC_ACTION_SET,
+            true,
+            pgrx::PgLogLevel::ERROR as i32,
+            false,
+        );
+    }
+}
+
 /// Sets `pg_session_jwt.jwt` (when it is ours), as the caller's own SET would.
 pub fn set_token_setting(token: &str, local: bool) {
     if TOKEN_SETTING_DEFINED.load(Ordering::Relaxed) {
