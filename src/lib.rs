@@ -14,6 +14,7 @@ mod guc;
 mod hooks;
 mod internal_tables;
 mod key_config;
+mod lint;
 #[cfg(feature = "pg18")]
 mod oauth_validator;
 mod pg_raw;

@@ -171,4 +171,26 @@ mod tests {
         assert_eq!(listed.as_deref(), Some("token:j1"));
         Spi::run(&format!("SELECT auth.jwt_session_init('{tok}')")).unwrap();
     }
+
+    /// Only the OAuth validator writes the login setting: a superuser's SET is refused too.
+    #[pg_test(error = "pg_rls_auth.login_session can only be set by an OAuth login")]
+    fn the_login_setting_refuses_every_other_writer() {
+        Spi::run(r#"SET pg_rls_auth.login_session = '{"sub":"mallory"}'"#).unwrap();
+    }
+
+    /// The OAuth login's claim settings, with their defaults (PostgreSQL 18 only).
+    #[cfg(feature = "pg18")]
+    #[pg_test]
+    fn oauth_claim_settings() {
+        for (name, value, context) in [
+            ("pg_rls_auth.oauth_role_claim", "role", "sighup"),
+            ("pg_rls_auth.oauth_authn_claim", "sub", "sighup"),
+        ] {
+            let row = Spi::get_two::<String, String>(&format!(
+                "SELECT setting, context FROM pg_settings WHERE name = '{name}'"
+            ))
+            .unwrap();
+            assert_eq!(row, (Some(value.into()), Some(context.into())), "{name}");
+        }
+    }
 }
