@@ -136,6 +136,15 @@ pub unsafe fn raise(r: Raise, hide_statement: bool) -> ! {
 
 /// Raises through pgrx's error machinery (for `#[pg_extern]` functions). Standard SQLSTATEs only.
 pub fn report(r: Raise) -> ! {
+    report_at(r, pgrx::PgLogLevel::ERROR)
+}
+
+/// Raises `r` as FATAL through pgrx's error machinery: the connection ends.
+pub fn report_fatal(r: Raise) -> ! {
+    report_at(r, pgrx::PgLogLevel::FATAL)
+}
+
+fn report_at(r: Raise, level: pgrx::PgLogLevel) -> ! {
     let code = pg_sys::errcodes::PgSqlErrorCode::from(make_sqlstate(r.sqlstate));
     let mut report = pg_sys::panic::ErrorReport::new(code, r.message, "pg_rls_auth");
     if let Some(d) = r.detail {
@@ -144,19 +153,8 @@ pub fn report(r: Raise) -> ! {
     if let Some(h) = r.hint {
         report = report.set_hint(h);
     }
-    report.report(pgrx::PgLogLevel::ERROR);
-    unreachable!("ereport(ERROR) returned")
-}
-
-/// Raises `r` as FATAL through pgrx's error machinery: the connection ends.
-pub fn report_fatal(r: Raise) -> ! {
-    let code = pg_sys::errcodes::PgSqlErrorCode::from(make_sqlstate(r.sqlstate));
-    let mut report = pg_sys::panic::ErrorReport::new(code, r.message, "pg_rls_auth");
-    if let Some(h) = r.hint {
-        report = report.set_hint(h);
-    }
-    report.report(pgrx::PgLogLevel::FATAL);
-    unreachable!("ereport(FATAL) returned")
+    report.report(level);
+    unreachable!("ereport({level:?}) returned")
 }
 
 pub trait OrReport<T> {

@@ -155,11 +155,15 @@ fn sql(query: &str) -> String {
         .replace("CLIENT", CLIENT)
 }
 
-/// What one walk over a policy expression found.
-#[derive(Default)]
-struct Walk {
+/// The extension's functions a policy may call.
+struct OwnFunctions {
     accessors: HashSet<pg_sys::Oid>,
     rate_limit: HashSet<pg_sys::Oid>,
+}
+
+/// What one walk over a policy expression found.
+struct Walk<'a> {
+    functions: &'a OwnFunctions,
     /// Nesting depth in sub-selects.
     depth: u32,
     accessor_seen: bool,
@@ -168,6 +172,20 @@ struct Walk {
     user_editable_claim: bool,
     /// Columns of the policy's table compared with an accessor.
     compared_columns: Vec<i16>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(functions: &'a OwnFunctions) -> Self {
+        Walk {
+            functions,
+            depth: 0,
+            accessor_seen: false,
+            rate_limit_in_subquery: false,
+            anonymous_disjunction: false,
+            user_editable_claim: false,
+            compared_columns: Vec::new(),
+        }
+    }
 }
 
 /// The text of a `text` constant, if `node` is one.
@@ -196,11 +214,8 @@ unsafe fn const_text(node: *mut pg_sys::Node) -> Option<String> {
 ///
 /// # Safety
 /// As `const_text`.
-unsafe fn calls_accessor(node: *mut pg_sys::Node, accessors: &HashSet<pg_sys::Oid>) -> bool {
-    let mut inner = Walk {
-        accessors: accessors.clone(),
-        ..Default::default()
-    };
+unsafe fn calls_accessor(node: *mut pg_sys::Node, functions: &OwnFunctions) -> bool {
+    let mut inner = Walk::new(functions);
     // SAFETY: caller's obligation for `node`; `inner` outlives the walk.
     unsafe { walk(node, &mut inner) };
     inner.accessor_seen
@@ -210,10 +225,10 @@ unsafe fn calls_accessor(node: *mut pg_sys::Node, accessors: &HashSet<pg_sys::Oi
 ///
 /// # Safety
 /// As `const_text`; `w` is valid for the walk.
-unsafe fn walk(node: *mut pg_sys::Node, w: &mut Walk) {
+unsafe fn walk(node: *mut pg_sys::Node, w: &mut Walk<'_>) {
     // SAFETY: `node` is a valid tree or NULL (caller's obligation); `visit` receives each
     // node and `w` as the context pointer, which it casts back.
-    unsafe { visit(node, (w as *mut Walk).cast()) };
+    unsafe { visit(node, (w as *mut Walk<'_>).cast()) };
 }
 
 /// # Safety
@@ -229,11 +244,11 @@ unsafe extern "C-unwind" fn visit(node: *mut pg_sys::Node, context: *mut c_void)
     // own walkers do; the lists read (`args`) belong to those nodes. The walker functions are
     // pgrx's guarded wrappers: an ERROR is a panic for this function's guard.
     unsafe {
-        let w = &mut *(context as *mut Walk);
+        let w = &mut *(context as *mut Walk<'_>);
         match (*node).type_ {
             pg_sys::NodeTag::T_FuncExpr => {
                 let f = node as *mut pg_sys::FuncExpr;
-                if w.accessors.contains(&(*f).funcid) {
+                if w.functions.accessors.contains(&(*f).funcid) {
                     w.accessor_seen = true;
                     // auth.claim('user_metadata...')
                     let args = pgrx::PgList::<pg_sys::Node>::from_pg((*f).args);
@@ -241,7 +256,7 @@ unsafe extern "C-unwind" fn visit(node: *mut pg_sys::Node, context: *mut c_void)
                         w.user_editable_claim |= user_editable(&path);
                     }
                 }
-                if w.depth > 0 && w.rate_limit.contains(&(*f).funcid) {
+                if w.depth > 0 && w.functions.rate_limit.contains(&(*f).funcid) {
                     w.rate_limit_in_subquery = true;
                 }
             }
@@ -251,7 +266,7 @@ unsafe extern "C-unwind" fn visit(node: *mut pg_sys::Node, context: *mut c_void)
                 if let (Some(left), Some(right)) = (args.get_ptr(0), args.get_ptr(1)) {
                     for (a, b) in [(left, right), (right, left)] {
                         // column = accessor(...), or accessor(...) -> 'user_metadata'
-                        if calls_accessor(b, &w.accessors) {
+                        if calls_accessor(b, w.functions) {
                             if let Some(attnum) = column_of(a) {
                                 w.compared_columns.push(attnum);
                             }
@@ -270,7 +285,7 @@ unsafe extern "C-unwind" fn visit(node: *mut pg_sys::Node, context: *mut c_void)
                         (*arm).type_ == pg_sys::NodeTag::T_NullTest && {
                             let t = arm as *mut pg_sys::NullTest;
                             (*t).nulltesttype == pg_sys::NullTestType::IS_NULL
-                                && calls_accessor((*t).arg.cast(), &w.accessors)
+                                && calls_accessor((*t).arg.cast(), w.functions)
                         }
                     });
                 }
@@ -352,16 +367,16 @@ fn policy_findings(client: &SpiClient<'_>, out: &mut Vec<Finding>) {
         .unwrap_or_else(|e| pgrx::error!("pg_rls_auth: auth.lint() failed: {e}"))
         .filter_map(|r| Some((r.get::<pg_sys::Oid>(1).ok()??, r.get::<String>(2).ok()??)))
         .collect();
-    let accessors: HashSet<_> = own
-        .iter()
-        .filter(|(_, n)| ACCESSORS.contains(&n.as_str()))
-        .map(|(o, _)| *o)
-        .collect();
-    let rate_limit: HashSet<_> = own
-        .iter()
-        .filter(|(_, n)| n == "check_write_rate")
-        .map(|(o, _)| *o)
-        .collect();
+    let named = |wanted: &dyn Fn(&str) -> bool| {
+        own.iter()
+            .filter(|(_, n)| wanted(n))
+            .map(|(o, _)| *o)
+            .collect()
+    };
+    let functions = OwnFunctions {
+        accessors: named(&|n| ACCESSORS.contains(&n)),
+        rate_limit: named(&|n| n == "check_write_rate"),
+    };
     let indexed: HashMap<String, HashSet<i16>> = rows(
         client,
         "SELECT i.indrelid::text, (i.indkey::pg_catalog.int2[])[0]::text FROM pg_catalog.pg_index i",
@@ -381,11 +396,7 @@ fn policy_findings(client: &SpiClient<'_>, out: &mut Vec<Finding>) {
         let relid = r[5].clone().unwrap_or_default();
         let object = format!("{policy} ON {table}");
         let writes = matches!(cmd.as_str(), "a" | "w" | "d" | "*");
-        let mut w = Walk {
-            accessors: accessors.clone(),
-            rate_limit: rate_limit.clone(),
-            ..Default::default()
-        };
+        let mut w = Walk::new(&functions);
         for (which, text) in [("USING", &r[3]), ("WITH CHECK", &r[4])] {
             let Some(text) = text else { continue };
             let Ok(text) = CString::new(text.as_str()) else {

@@ -120,19 +120,19 @@ fn login(token: &str, role: &str) -> Result<Login, Refusal> {
             "no key is configured in postgresql.conf or by ALTER SYSTEM (per-database and per-role settings do not apply during authentication)",
         ));
     }
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0);
-    let verified =
-        verify_token(token, keys, &config.policy, now).map_err(|e| refused(e.message))?;
-    let role_claim = guc::setting_text(&guc::OAUTH_ROLE_CLAIM);
-    let authn_claim = guc::setting_text(&guc::OAUTH_AUTHN_CLAIM);
+    let verified = verify_token(token, keys, &config.policy, session::now_secs())
+        .map_err(|e| refused(e.message))?;
+    let claim_name = |setting, name| {
+        guc::string_value(setting, name)
+            .map(Option::unwrap_or_default)
+            .map_err(|e| refused(e.message))
+    };
+    let role_claim = claim_name(&guc::OAUTH_ROLE_CLAIM, "pg_rls_auth.oauth_role_claim")?;
     let rules = LoginRules {
         issuer,
         scope,
-        role: skip_usermap.then_some((role, role_claim.as_str())),
-        authn_claim: &authn_claim,
+        role: skip_usermap.then_some((role, role_claim)),
+        authn_claim: claim_name(&guc::OAUTH_AUTHN_CLAIM, "pg_rls_auth.oauth_authn_claim")?,
     };
     let authn_id = oauth_login::check(&verified.claims, &rules)?;
     Ok(Login {

@@ -108,13 +108,6 @@ pub fn freshness() -> Freshness {
     }
 }
 
-fn now_secs() -> f64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
 /// Whether a recorded revocation refuses the token these claims came from. Read as the
 /// table's owner; a database whose extension SQL predates the table has revoked nothing.
 pub fn refuses(claims: &Claims, freshness: Freshness) -> Result<bool, Raise> {
@@ -162,7 +155,7 @@ pub fn refuses(claims: &Claims, freshness: Freshness) -> Result<bool, Raise> {
     if let (Freshness::Epoch(epoch), false) = (freshness, any) {
         EMPTY_AS_OF.set(Some(epoch));
     }
-    Ok(rules::refuses(&token, &found, now_secs()))
+    Ok(rules::refuses(&token, &found, crate::session::now_secs()))
 }
 
 /// The error a revoked token gets at init: the usual 28000, reason in the message.

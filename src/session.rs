@@ -125,7 +125,8 @@ thread_local! {
     static BACKEND: RefCell<Backend> = RefCell::new(Backend { epoch: 1, ..Default::default() });
 }
 
-fn now_secs() -> f64 {
+/// Wall-clock seconds since the Unix epoch, as token times are counted.
+pub fn now_secs() -> f64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())

@@ -12,8 +12,6 @@ mod read;
 mod startup_overrides;
 mod write;
 
-#[cfg(feature = "pg18")]
-pub use read::setting_text;
 pub use read::{
     bytes_value, explicitly_set, login_session_value, session_value, string_value, ForeignSetting,
 };
@@ -161,16 +159,15 @@ unsafe extern "C-unwind" fn check_login_source(
     source: pg_sys::GucSource::Type,
 ) -> bool {
     // SAFETY: `newval` is PostgreSQL's check-hook argument (our caller's obligation).
-    if unsafe { is_empty(newval) }
-        || source == pg_sys::GucSource::PGC_S_DEFAULT
-        || source == pg_sys::GucSource::PGC_S_OVERRIDE
-    {
-        return true;
+    unsafe {
+        only_from(
+            newval,
+            source,
+            pg_sys::GucSource::PGC_S_OVERRIDE,
+            Some(c"pg_rls_auth.login_session can only be set by an OAuth login"),
+            c"It holds the claims of the token the connection logged in with (PostgreSQL 18, oauth in pg_hba.conf).",
+        )
     }
-    refuse(
-        Some(c"pg_rls_auth.login_session can only be set by an OAuth login"),
-        c"It holds the claims of the token the connection logged in with (PostgreSQL 18, oauth in pg_hba.conf).",
-    )
 }
 
 /// # Safety
@@ -197,6 +194,26 @@ unsafe fn is_empty(newval: *mut *mut c_char) -> bool {
     // SAFETY: `newval` is valid (caller's obligation); `**newval` is read only when the string
     // pointer is non-NULL (short-circuit), and a NUL-terminated string has a first byte.
     unsafe { (*newval).is_null() || **newval == 0 }
+}
+
+/// A check hook's verdict for a setting only one source may write: an empty value and the
+/// built-in default always pass, a value from `allowed` passes, anything else is refused.
+///
+/// # Safety
+/// As `is_empty`.
+unsafe fn only_from(
+    newval: *mut *mut c_char,
+    source: pg_sys::GucSource::Type,
+    allowed: pg_sys::GucSource::Type,
+    message: Option<&CStr>,
+    detail: &CStr,
+) -> bool {
+    // SAFETY: the caller's obligation, passed on.
+    let empty = unsafe { is_empty(newval) };
+    if empty || source == pg_sys::GucSource::PGC_S_DEFAULT || source == allowed {
+        return true;
+    }
+    refuse(message, detail)
 }
 
 /// Refuses a value in a check hook, with our own message when `message` is given (PostgreSQL's
@@ -229,16 +246,15 @@ unsafe extern "C-unwind" fn check_startup_only(
     source: pg_sys::GucSource::Type,
 ) -> bool {
     // SAFETY: `newval` is PostgreSQL's check-hook argument (our caller's obligation).
-    if unsafe { is_empty(newval) }
-        || source == pg_sys::GucSource::PGC_S_DEFAULT
-        || source == pg_sys::GucSource::PGC_S_CLIENT
-    {
-        return true;
+    unsafe {
+        only_from(
+            newval,
+            source,
+            pg_sys::GucSource::PGC_S_CLIENT,
+            None,
+            c"It can only be sent in the connection startup packet (trusted-proxy mode).",
+        )
     }
-    refuse(
-        None,
-        c"It can only be sent in the connection startup packet (trusted-proxy mode).",
-    )
 }
 
 /// The HMAC secret may not be stored per database, per role or on a function: PostgreSQL keeps

@@ -57,15 +57,6 @@ impl ForeignSetting {
     }
 }
 
-#[cfg(feature = "pg18")]
-/// A string setting's value, or empty when unset or not UTF-8 (for names of claims).
-pub fn setting_text(setting: &GucSetting<Option<CString>>) -> String {
-    bytes_value(setting)
-        .and_then(|b| std::str::from_utf8(b).ok())
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// The claims an OAuth login presented, if any (written only by the validator, as JSON).
 pub fn login_session_value() -> Option<&'static str> {
     string_value(&LOGIN_SESSION, "pg_rls_auth.login_session")
