@@ -11,6 +11,7 @@ mod claims_api;
 mod errors;
 mod fmgr;
 mod guc;
+mod hoist;
 mod hooks;
 mod internal_tables;
 mod key_config;
@@ -32,6 +33,7 @@ mod token_kit;
 pub extern "C-unwind" fn _PG_init() {
     guc::init();
     hooks::init();
+    hoist::init();
     rate_limit::init();
     revocation::init();
 }

@@ -52,6 +52,16 @@ unsafe extern "C-unwind" {
         qc: *mut pg_sys::QueryCompletion,
     );
 
+    /// The planner our planner hook passes control to. It raises for any error in planning; the
+    /// hook's frame holds nothing that needs dropping then.
+    #[link_name = "standard_planner"]
+    pub fn standard_planner(
+        parse: *mut pg_sys::Query,
+        query_string: *const c_char,
+        cursor_options: c_int,
+        bound_params: pg_sys::ParamListInfo,
+    ) -> *mut pg_sys::PlannedStmt;
+
     // The settings machinery, whose signatures differ by version (see `pg_versions`).
     /// On 15: the static array of settings; cannot raise.
     #[cfg(feature = "pg15")]

@@ -7,6 +7,7 @@
 //! | listing every setting | `get_guc_variables()` returns the sorted array | builds and sorts a new array per call | as 16 |
 //! | reading another extension's setting per row | array slot found once, confirmed per call | `GetConfigOption` (a hash lookup) | as 16 |
 //! | `ExecutorRun_hook` | takes `execute_once` | as 15 | no `execute_once` |
+//! | `expression_tree_mutator` | a function | a macro over `expression_tree_mutator_impl` | as 16 |
 //!
 //! 16 is compiled only where a PostgreSQL 16 is installed, and is not tested (see README).
 
@@ -248,5 +249,38 @@ pub mod executor_run {
             PREV = pg_sys::ExecutorRun_hook;
             pg_sys::ExecutorRun_hook = Some(hook);
         }
+    }
+}
+
+/// A tree mutator callback, as PostgreSQL calls it.
+pub type Mutator =
+    unsafe extern "C-unwind" fn(*mut pg_sys::Node, *mut std::ffi::c_void) -> *mut pg_sys::Node;
+
+/// PostgreSQL's `expression_tree_mutator`: a function on 15 (declared without a prototype for
+/// its callback), a macro over `expression_tree_mutator_impl` from 16 on.
+///
+/// # Safety
+/// As the C function's: `node` is NULL or a valid expression tree, and `mutator` accepts
+/// `context`. The call is pgrx's guarded wrapper: an ERROR is a panic for the caller's guard.
+pub unsafe fn expression_tree_mutator(
+    node: *mut pg_sys::Node,
+    mutator: Mutator,
+    context: *mut std::ffi::c_void,
+) -> *mut pg_sys::Node {
+    #[cfg(feature = "pg15")]
+    // SAFETY: caller's obligation. On 15 the binding declares the callback as a function of no
+    // arguments (C's `Node *(*)()`), which C calls as `mutator(node, context)`: the same
+    // function pointer, only its Rust type differs.
+    unsafe {
+        let callback = std::mem::transmute::<
+            Mutator,
+            unsafe extern "C-unwind" fn() -> *mut pg_sys::Node,
+        >(mutator);
+        pg_sys::expression_tree_mutator(node, Some(callback), context)
+    }
+    #[cfg(not(feature = "pg15"))]
+    // SAFETY: caller's obligation; the callback type is the one PostgreSQL declares.
+    unsafe {
+        pg_sys::expression_tree_mutator_impl(node, Some(mutator), context)
     }
 }

@@ -32,6 +32,8 @@ pub static MAX_TOKEN_BYTES: GucSetting<i32> =
     GucSetting::<i32>::new(pg_rls_auth_core::DEFAULT_MAX_TOKEN_BYTES as i32);
 pub static TRUST_REQUEST_CLAIMS: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static TRUSTED_PROXY: GucSetting<bool> = GucSetting::<bool>::new(false);
+/// Whether the planner hook evaluates session accessor calls once per execution (`hoist`).
+pub static HOIST_SESSION_CALLS: GucSetting<bool> = GucSetting::<bool>::new(true);
 pub static SESSION_JWK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static NEON_SESSION_JWK: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 /// pg_session_jwt's token setting, which any role may SET: verified before it is used.
@@ -450,6 +452,15 @@ pub fn init() {
         c"Only for deployments where a proxy owns every connection (as Neon's does). Tokens verified by that key need an increasing integer jti.",
         &TRUSTED_PROXY,
         GucContext::Suset,
+    );
+    // Not a trust decision: no assign hook (nothing to reload when it changes).
+    GucRegistry::define_bool_guc(
+        c"pg_rls_auth.hoist_session_calls",
+        c"Evaluate session accessor calls (auth.user_id(), auth.jwt() ->> 'x', ...) once per execution, as (SELECT auth.user_id()) is.",
+        c"The planner then runs each such expression as an initplan, which can also drive an index scan; off plans them as written (once per row).",
+        &HOIST_SESSION_CALLS,
+        GucContext::Suset,
+        GucFlags::default(),
     );
     define_string(
         c"pg_rls_auth.session_jwk",
