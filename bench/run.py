@@ -19,6 +19,7 @@ RUNS = 5
 LIMIT = 1_000_000  # writes per hour in the limiter cases: realistic, and never reached here
 ROWS = 200_000  # per-row cases
 PAIRS = 15  # alternating measurements where two functions are compared
+NO_HOIST = {"pg_rls_auth.hoist_session_calls": "off"}
 SUB = "6f1c3a3e-9a53-4c59-8a3f-3f5e1f2b9c10"
 CLAIMS = {"sub": SUB, "role": "authenticated", "email": "alice@example.com", "workspace_id": "w-42",
           "app_metadata": {"tenant_id": "t1"}}
@@ -67,14 +68,16 @@ class Bench:
         return conn.execute("SELECT auth.sign_jwt(%s, %s, %s)",
                             [json.dumps(claims), key if isinstance(key, str) else json.dumps(key), alg]).fetchone()[0]
 
+    # Per-call figures measure each call: hoisting (which would make the filter's accessor one
+    # initplan per query) is off on these connections.
     def verified_conn(self):
-        c = self.connect(max_parallel_workers_per_gather=0)
+        c = self.connect(max_parallel_workers_per_gather=0, **NO_HOIST)
         c.execute("SELECT set_config('pg_rls_auth.jwks', %s, false)", [json.dumps(self.public)])
         c.execute("SELECT auth.jwt_session_init(%s)", [self.token])
         return c
 
     def fallback_conn(self):
-        c = self.connect(max_parallel_workers_per_gather=0)
+        c = self.connect(max_parallel_workers_per_gather=0, **NO_HOIST)
         c.execute("SELECT set_config('request.jwt.claims', %s, false)", [json.dumps(CLAIMS)])
         return c
 
@@ -150,33 +153,50 @@ class Bench:
     # -- case 2: RLS scan -----------------------------------------------------------------
     def rls_scan(self):
         case = "2. RLS scan, 1,000,000 rows, 100 owners"
+        policies = {"literal": "owner_id = 'user-7'", "bare": "owner_id = auth.user_id()",
+                    "wrapped": "owner_id = (SELECT auth.user_id())"}
         with self.connect() as c:
-            c.execute("CREATE TABLE docs (id int, owner_id text, body text)")
-            c.execute("INSERT INTO docs SELECT g, 'user-' || (g % 100), 'body ' || g FROM generate_series(1, 1000000) g")
-            c.execute("VACUUM ANALYZE docs")
-            c.execute("ALTER TABLE docs ENABLE ROW LEVEL SECURITY")
             c.execute("CREATE ROLE bench_user")
-            c.execute("GRANT SELECT ON docs TO bench_user")
-        token = None
-        with self.connect() as c:
+            for name, using in policies.items():
+                c.execute(f"CREATE TABLE docs_{name} (id int, owner_id text, body text)")
+                c.execute(f"INSERT INTO docs_{name} SELECT g, 'user-' || (g % 100), 'body ' || g "
+                          "FROM generate_series(1, 1000000) g")
+                c.execute(f"VACUUM ANALYZE docs_{name}")
+                c.execute(f"ALTER TABLE docs_{name} ENABLE ROW LEVEL SECURITY")
+                c.execute(f"CREATE POLICY p ON docs_{name} USING ({using})")
+                c.execute(f"GRANT SELECT ON docs_{name} TO bench_user")
             token = self.sign(c, {"sub": "user-7"}, self.private)
+
+        def scan_conn(**settings):
+            c = self.connect(max_parallel_workers_per_gather=0, **settings)
+            c.execute("SELECT set_config('pg_rls_auth.jwks', %s, false)", [json.dumps(self.public)])
+            c.execute("SET ROLE bench_user")
+            c.execute("SELECT auth.jwt_session_init(%s)", [token])
+            return c
+
+        def scan_ms(c, table):
+            return self.seconds(c, f"SELECT count(*) FROM {table}") * 1000
+
         results = {}
-        for label, using in [("literal owner_id = 'user-7'", "owner_id = 'user-7'"),
-                             ("owner_id = auth.user_id()", "owner_id = auth.user_id()"),
-                             ("owner_id = (select auth.user_id())", "owner_id = (SELECT auth.user_id())")]:
-            with self.connect() as c:
-                c.execute("DROP POLICY IF EXISTS p ON docs")
-                c.execute(f"CREATE POLICY p ON docs USING ({using})")
-            with self.connect(max_parallel_workers_per_gather=0) as c:
-                c.execute("SELECT set_config('pg_rls_auth.jwks', %s, false)", [json.dumps(self.public)])
-                c.execute("SET ROLE bench_user")
-                c.execute("SELECT auth.jwt_session_init(%s)", [token])
-                assert c.execute("SELECT count(*) FROM docs").fetchone()[0] == 10_000
-                v, raw = median(lambda: self.seconds(c, "SELECT count(*) FROM docs") * 1000)
-                results[label] = (v, raw)
-        base = results["literal owner_id = 'user-7'"][0]
-        for label, (v, raw) in results.items():
+        with scan_conn() as c:
+            for name in policies:
+                assert c.execute(f"SELECT count(*) FROM docs_{name}").fetchone()[0] == 10_000
+                results[name] = median(lambda: scan_ms(c, f"docs_{name}"))
+            # bare and wrapped in alternation: the ratio of each pair, so drift cancels out.
+            scan_ms(c, "docs_bare"), scan_ms(c, "docs_wrapped")
+            pairs = [(scan_ms(c, "docs_bare"), scan_ms(c, "docs_wrapped")) for _ in range(PAIRS)]
+        with scan_conn(**NO_HOIST) as c:
+            results["bare, hoisting off"] = median(lambda: scan_ms(c, "docs_bare"))
+        base = results["literal"][0]
+        for name, label in [("literal", "literal owner_id = 'user-7'"),
+                            ("bare", "owner_id = auth.user_id()"),
+                            ("wrapped", "owner_id = (select auth.user_id())"),
+                            ("bare, hoisting off", "owner_id = auth.user_id(), hoist_session_calls off")]:
+            v, raw = results[name]
             self.record(case, label, v, "ms", "literal", v / base, raw)
+        ratios = [a / b for a, b in pairs]
+        self.record(case, "bare over wrapped, alternating pairs", statistics.median(ratios), "x",
+                    "wrapped, alternating pairs", statistics.median(ratios), ratios)
 
     # -- case 3: session init --------------------------------------------------------------
     def session_init(self):
@@ -397,7 +417,11 @@ def main():
     bench = Bench(args.host, args.port, args.pgbench)
     bench.prepare(args.baselines)
     started = time.time()
-    for step in (bench.per_row, bench.rls_scan, bench.session_init, bench.limiter, bench.memory):
+    steps = (bench.per_row, bench.rls_scan, bench.session_init, bench.limiter, bench.memory)
+    only = [c for c in os.environ.get("PG_RLS_AUTH_BENCH_CASES", "").split() if c]
+    for step in steps:
+        if only and step.__name__ not in only:
+            continue
         print(f"== {step.__name__}", flush=True)
         step()
     print(f"measured in {time.time() - started:.0f} s")

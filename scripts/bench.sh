@@ -25,6 +25,10 @@ release_bin_of() {
 }
 
 today=$(date -u +%F)
+# PG_RLS_AUTH_BENCH_CASES (e.g. "rls_scan per_row") measures only those cases of bench/run.py;
+# the reports then carry the cases in their names.
+cases=${PG_RLS_AUTH_BENCH_CASES:-}
+suffix=${cases:+-${cases// /-}}
 cpu=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')
 commit="$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- . ':!bench/results' || echo '+changes')"
 reports=()
@@ -47,11 +51,11 @@ for major in "${versions[@]}"; do
 PostgreSQL: $("$PG_BIN/postgres" --version) ($([[ $major == 15 ]] && echo "Debian's package" || echo "built from Debian's source without assertions")). \
 Commit: $commit. Build: release (cargo pgrx install --release)."
   python3 bench/run.py --host "$dir" --port "$PG_PORT" --pgbench "$PG_BIN/pgbench" \
-    --baselines bench/baselines.sql --out bench/results --name "$today-pg$major" --header "$header"
+    --baselines bench/baselines.sql --out bench/results --name "$today$suffix-pg$major" --header "$header"
   cluster_stop "$dir"
   trap - EXIT
-  reports+=("bench/results/$today-pg$major.json")
+  reports+=("bench/results/$today$suffix-pg$major.json")
 done
 if ((${#reports[@]} > 1)); then
-  python3 bench/compare.py --out "bench/results/$today-versions.md" "${reports[@]}"
+  python3 bench/compare.py --out "bench/results/$today$suffix-versions.md" "${reports[@]}"
 fi
