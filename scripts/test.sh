@@ -42,9 +42,15 @@ pgrx_tests() {
 }
 
 install_extension() {
-  local major=$1
-  cargo pgrx install --no-default-features --features "pg$major" --pg-config "$(pg_config_of "$major")" \
+  local major=$1 pg_config frozen
+  pg_config=$(pg_config_of "$major")
+  cargo pgrx install --no-default-features --features "pg$major" --pg-config "$pg_config" \
     >/tmp/pg_rls_auth_install.log 2>&1 || { tail -50 /tmp/pg_rls_auth_install.log; return 1; }
+  # Released versions' frozen install scripts (pgrx installs only the upgrade scripts), for the
+  # upgrade tests' CREATE EXTENSION … VERSION.
+  for frozen in sql/pg_rls_auth--*.sql; do
+    [[ $frozen == *--*--* ]] || install -m 644 "$frozen" "$("$pg_config" --sharedir)/extension/"
+  done
 }
 
 layer "cargo fmt --check" cargo fmt --all --check

@@ -150,13 +150,32 @@ fn organization_id() -> Answer<Uuid> {
         .transpose()
 }
 sql_function! {
-    symbol = auth_organization_id, finfo = pg_finfo_auth_organization_id, name = "auth_organization_id",
+    symbol = auth_organization_uuid, finfo = pg_finfo_auth_organization_uuid, name = "auth_organization_uuid",
     body = organization_id() -> Uuid,
     hide_statement = false,
     sql = r#"
 CREATE FUNCTION auth.organization_id() RETURNS uuid
-    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_organization_id';
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_organization_uuid';
 COMMENT ON FUNCTION auth.organization_id() IS 'The id of the Neon Auth organization claim "o" (NULL unless a UUID)';
+"#,
+}
+
+/// 0.1.0's `auth.organization_id() RETURNS text`: the claim `o.id` as text, whatever it holds.
+/// Its symbol keeps that return type, so a database still on 0.1.0's SQL gets text, never a
+/// uuid read as text.
+fn organization_id_text() -> Answer<Text> {
+    session::current()?
+        .and_then(|s| s.claim_text("o.id"))
+        .map(|v| Datum::text(&v))
+        .transpose()
+}
+sql_function! {
+    symbol = auth_organization_id, finfo = pg_finfo_auth_organization_id, name = "auth_organization_id",
+    body = organization_id_text() -> Text,
+    hide_statement = false,
+    released_sql = r#"
+CREATE FUNCTION auth.organization_id() RETURNS text
+    LANGUAGE c STABLE PARALLEL SAFE AS 'MODULE_PATHNAME', 'auth_organization_id';
 "#,
 }
 

@@ -238,6 +238,11 @@ pub static V1_RECORD: pg_sys::Pg_finfo_record = pg_sys::Pg_finfo_record { api_ve
 ///     sql = r#"CREATE FUNCTION auth.claim(path text) RETURNS text ... AS 'MODULE_PATHNAME', 'auth_claim';"#,
 /// }
 /// ```
+///
+/// `released_sql = …` instead of `sql = …` declares an entry point that an earlier version's
+/// frozen SQL (`sql/pg_rls_auth--<version>.sql`) calls and this version's does not: checked
+/// the same way, not installed. It serves databases that have not yet run `ALTER EXTENSION
+/// pg_rls_auth UPDATE`.
 #[macro_export]
 macro_rules! sql_function {
     (
@@ -245,6 +250,20 @@ macro_rules! sql_function {
         body = $body:ident ( $($arg:ident : $ty:ident),* ) -> $ret:ident,
         hide_statement = $hide:expr,
         sql = $sql:literal $(,)?
+    ) => {
+        ::pgrx::extension_sql!($sql, name = $name);
+        $crate::sql_function! {
+            symbol = $symbol, finfo = $finfo, name = $name,
+            body = $body($($arg: $ty),*) -> $ret,
+            hide_statement = $hide,
+            released_sql = $sql,
+        }
+    };
+    (
+        symbol = $symbol:ident, finfo = $finfo:ident, name = $name:literal,
+        body = $body:ident ( $($arg:ident : $ty:ident),* ) -> $ret:ident,
+        hide_statement = $hide:expr,
+        released_sql = $sql:literal $(,)?
     ) => {
         const _: () = assert!(
             ::pg_rls_auth_core::sql_signature::declares(
@@ -255,8 +274,6 @@ macro_rules! sql_function {
             ),
             concat!("the SQL declaration of ", stringify!($symbol), " does not match its Rust signature"),
         );
-
-        ::pgrx::extension_sql!($sql, name = $name);
 
         #[no_mangle]
         #[doc(hidden)]

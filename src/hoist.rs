@@ -43,6 +43,7 @@ const ACCESSOR_SYMBOLS: &[&[u8]] = &[
     b"auth_email",
     b"auth_organization",
     b"auth_organization_id",
+    b"auth_organization_uuid",
 ];
 
 /// pg_language's OID for C (fixed in the catalog's initial data).
