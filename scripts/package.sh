@@ -19,6 +19,18 @@ source scripts/versions.sh
 version=$(sed -nE 's/^version = "([^"]+)"/\1/p' Cargo.toml | head -1)
 arch=$(dpkg --print-architecture)
 mkdir -p dist
+# The library is built against the PostgreSQL it will run on: Debian's 15, and for 17 and 18
+# (Debian's source, built without assertions, as Debian's own packages are) the release builds
+# of scripts/postgres.sh; the debug profile (tests) uses the test builds.
+pg_config_for() {
+  if [[ $1 == 15 || $profile == debug ]]; then
+    pg_config_of "$1"
+  else
+    bash scripts/postgres.sh "$1-release" >&2
+    echo "$PG_RLS_AUTH_PG_PREFIX/$1-release/bin/pg_config"
+  fi
+}
+
 for major in "${versions[@]}"; do
   name="postgresql-$major-pg-rls-auth"
   work=$(mktemp -d /tmp/pg_rls_auth_package.XXXXXX)
@@ -26,7 +38,7 @@ for major in "${versions[@]}"; do
   [[ $profile == debug ]] && flags+=(--debug)
   echo "[package] $name $version ($profile build)"
   cargo pgrx package "${flags[@]}" --no-default-features --features "pg$major" \
-    --pg-config "$(pg_config_of "$major")" --out-dir "$work/build" >"$work/build.log" 2>&1 \
+    --pg-config "$(pg_config_for "$major")" --out-dir "$work/build" >"$work/build.log" 2>&1 \
     || { tail -50 "$work/build.log"; exit 1; }
   root="$work/root"
   lib="$root/usr/lib/postgresql/$major/lib"

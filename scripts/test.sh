@@ -70,6 +70,9 @@ for major in "${versions[@]}"; do
   layer "PostgreSQL $major: integration tests (pgrx-tests/)" \
     env PG_BIN="$bin" cargo test -p pg_rls_auth_it --no-fail-fast -- --test-threads=1
 done
+if [[ " ${versions[*]} " == *" 15 "* ]]; then
+  layer "Debian package for PostgreSQL 15: build, apt-get install, use, remove" bash scripts/package_test.sh
+fi
 layer "fuzzing, briefly (15 s per target; long runs: scripts/fuzz.sh)" bash scripts/fuzz.sh 15
 
 echo
