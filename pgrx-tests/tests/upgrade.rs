@@ -187,6 +187,11 @@ fn an_update_from_0_1_0_keeps_policies_state_and_sessions_and_equals_a_fresh_ins
     let mut bob = cluster.connect("api", "old", "");
     init(&mut bob, &key.token_for("bob"), false).unwrap();
 
+    // The functions' OIDs, which policies, views and functions store.
+    const OIDS: &str = "SELECT p.oid::regprocedure::text || ' ' || p.oid FROM pg_depend d JOIN pg_proc p ON p.oid = d.objid
+        JOIN pg_extension e ON e.oid = d.refobjid WHERE d.classid = 'pg_proc'::regclass AND e.extname = 'pg_rls_auth'";
+    let oids_before = lines(&mut admin, OIDS);
+
     // The update, by the database owner, with both sessions open.
     dbo.batch_execute("ALTER EXTENSION pg_rls_auth UPDATE")
         .unwrap_or_else(|e| panic!("update: {}", describe(&e)));
@@ -198,6 +203,15 @@ fn an_update_from_0_1_0_keeps_policies_state_and_sessions_and_equals_a_fresh_ins
         .as_deref(),
         Some("0.2.0")
     );
+
+    let oids_after = lines(&mut admin, OIDS);
+    let lost: Vec<_> = oids_before.difference(&oids_after).collect();
+    assert_eq!(
+        lost.len(),
+        1,
+        "only organization_id() may change its OID: {lost:?}"
+    );
+    assert!(lost[0].starts_with("auth.organization_id() "), "{lost:?}");
 
     // (a) The same users, the same policies, the state carried over.
     assert_eq!(
