@@ -167,6 +167,47 @@ pub fn decide(state: &mut State, limit: Limit, now_ns: i128, consume: bool) -> D
     }
 }
 
+/// One consuming `decide` as a single SQL upsert can perform it (the table store's first check
+/// of a key in a transaction), for a stored state already in this limit's units (`scale` equal
+/// to `max_writes`): a write is admitted iff the stored TAT is at most `threshold`, and then the
+/// new TAT is `max(stored, now) + window`. A key with no row gets `fresh_tat`. States in other
+/// units are left to `decide`. `matches_decide` below proves both rules equal `decide`'s.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UpsertStep {
+    /// The TAT of a key never seen after one admitted write.
+    pub fresh_tat: i128,
+    /// `now` in the limit's units.
+    pub now: i128,
+    /// The emission interval in the limit's units.
+    pub window: i128,
+    /// The latest stored TAT that still admits a write.
+    pub threshold: i128,
+    /// The units (`max_writes`) the rule applies to.
+    pub scale: u32,
+}
+
+impl UpsertStep {
+    pub fn new(limit: Limit, now_ns: i128) -> Self {
+        let now = now_ns * limit.max_writes;
+        let burst = limit.window_ns * limit.max_writes;
+        Self {
+            fresh_tat: now + limit.window_ns,
+            now,
+            window: limit.window_ns,
+            // available > 0  <=>  now + burst - max(tat, now) >= window  <=>  tat <= this
+            // (now + window <= now + burst always holds, as max_writes >= 1).
+            threshold: now + burst - limit.window_ns,
+            scale: limit.max_writes as u32,
+        }
+    }
+
+    /// The new TAT of a stored TAT in this step's units, or None when the write is refused:
+    /// exactly what the SQL statement computes.
+    pub fn apply(&self, stored_tat: i128) -> Option<i128> {
+        (stored_tat <= self.threshold).then(|| stored_tat.max(self.now) + self.window)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -332,6 +373,35 @@ mod tests {
                     let before = s;
                     decide(&mut s, l, now, false);
                     prop_assert_eq!(before, s);
+                }
+            }
+        }
+
+        #[test]
+        fn the_upsert_step_matches_decide(
+            max in 1i32..i32::MAX,
+            window in 1i32..(10 * 365 * 86_400),
+            now_ns in 0i128..(4_000_000_000 * SEC),
+            offset in -(20 * 365 * 86_400 * SEC)..(20 * 365 * 86_400 * SEC),
+        ) {
+            let l = Limit::new(max, window).unwrap();
+            let step = UpsertStep::new(l, now_ns);
+            // A key never seen.
+            let mut fresh = State::default();
+            prop_assert!(decide(&mut fresh, l, now_ns, true).allowed);
+            prop_assert_eq!(fresh, State { tat: step.fresh_tat, scale: step.scale });
+            // A stored state in the limit's units, anywhere around now.
+            let stored = State { tat: (now_ns + offset) * i128::from(max) + offset % i128::from(max), scale: max as u32 };
+            let mut by_decide = stored;
+            let d = decide(&mut by_decide, l, now_ns, true);
+            match step.apply(stored.tat) {
+                Some(tat) => {
+                    prop_assert!(d.allowed);
+                    prop_assert_eq!(by_decide, State { tat, scale: step.scale });
+                }
+                None => {
+                    prop_assert!(!d.allowed);
+                    prop_assert_eq!(by_decide, stored);
                 }
             }
         }

@@ -88,12 +88,14 @@ fn session_and_local_init_across_transactions() {
     }
 }
 
-/// `auth.user_id()` as a parallel worker sees it, checking that a worker really ran the query.
+/// The session's `sub` as a parallel worker sees it, checking that a worker really ran the
+/// query. The claim is named through the row, so the call runs in the worker: a call with a
+/// constant argument would be hoisted into an initplan the leader evaluates.
 fn user_id_in_worker(c: &mut Client) -> Option<String> {
     let leader: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     let row = c
         .query_one(
-            "SELECT auth.user_id(), s.worker_pid() FROM generate_series(1, 1)",
+            "SELECT auth.claim(CASE WHEN g > 0 THEN 'sub' END), s.worker_pid() FROM generate_series(1, 1) g",
             &[],
         )
         .unwrap();
