@@ -59,7 +59,29 @@ SELECT auth.check_write_rate('carol', 1, 3600);
 COMMIT;
 SELECT auth.check_write_rate('carol', 1, 3600);
 SELECT allowed, remaining FROM auth.write_rate_status('bob', 2, 3600);
+-- Another limit on the same key: its row is in other units, decided from what it holds.
+SELECT auth.check_write_rate('dave', 2, 3600);
+SELECT auth.check_write_rate('dave', 4, 3600) FROM generate_series(1, 2);
+SELECT allowed, remaining FROM auth.write_rate_status('dave', 4, 3600);
 RESET ROLE;
+-- One statement: a key's first check in a transaction writes its row in that statement (one
+-- update, nothing inserted, at most the index probe of its conflict check read); the later
+-- checks in the transaction touch the table not at all until the write-back at commit.
+CREATE FUNCTION pg_temp.state_activity() RETURNS TABLE (reads bigint, inserts bigint, updates bigint)
+  LANGUAGE sql AS $$
+  SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0), n_tup_ins, n_tup_upd
+    FROM pg_stat_xact_all_tables WHERE relid = '_pg_rls_auth.write_rate_state'::regclass $$;
+SELECT auth.check_write_rate('erin', 100, 3600);
+BEGIN;
+SELECT * FROM pg_temp.state_activity() \gset before_
+SELECT auth.check_write_rate('erin', 100, 3600);
+SELECT reads - :before_reads <= 1 AS at_most_one_read, inserts - :before_inserts AS inserts,
+       updates - :before_updates AS updates FROM pg_temp.state_activity();
+SELECT count(*) FROM generate_series(1, 50) WHERE auth.check_write_rate('erin', 100, 3600);
+SELECT reads - :before_reads <= 1 AS at_most_one_read, inserts - :before_inserts AS inserts,
+       updates - :before_updates AS updates FROM pg_temp.state_activity();
+COMMIT;
+SELECT allowed, remaining FROM auth.write_rate_status('erin', 100, 3600);
 SELECT count(*) AS rows, min(scale) AS min_scale, max(scale) AS max_scale FROM _pg_rls_auth.write_rate_state;
 SELECT store, slots_used FROM auth.write_rate_stats();
 SELECT auth.reset_write_rate('bob');

@@ -25,13 +25,6 @@ impl Table {
     }
 }
 
-/// A table and its schema's owners, found in the catalogs as the caller (nothing but
-/// pg_catalog is named).
-const FIND_TABLE: &str = "SELECT c.relowner, n.nspowner FROM pg_catalog.pg_class c \
-    JOIN pg_catalog.pg_namespace n ON n.oid OPERATOR(pg_catalog.=) c.relnamespace \
-    WHERE n.nspname OPERATOR(pg_catalog.=) '_pg_rls_auth' \
-    AND c.relname OPERATOR(pg_catalog.=) $1 AND c.relkind OPERATOR(pg_catalog.=) 'r'";
-
 thread_local! {
     /// Statements prepared once per backend (kept across transactions; PostgreSQL replans
     /// them when the catalogs they depend on change).
@@ -106,34 +99,45 @@ fn prepare(client: &SpiClient<'_>, sql: &'static str, types: &[PgOid], writes: b
 /// to schema `_pg_rls_auth` and its tables (the extension script made them as one), so a name
 /// there cannot be redirected by the database owner who installed the extension or by anyone
 /// else. Should either not be a superuser's (a superuser changed them), this refuses rather
-/// than act for someone who could have planted code there.
+/// than act for someone who could have planted code there. Read from the catalog caches: no
+/// statement runs, and a check costs a few hash lookups.
 fn owner(table: Table) -> Result<Option<pg_sys::Oid>, Raise> {
-    // Prepared: parsing and planning this join per use cost more than a rate-limit check.
-    // Ours too: the statement hooks must not start a revocation check (which would look the
-    // table up again) under it.
-    let acting = ActingAsOwner::start();
-    let owners = Spi::connect(|client| {
-        with_prepared_read(
-            client,
-            FIND_TABLE,
-            &[PgOid::from(pg_sys::TEXTOID)],
-            |client, stmt| {
-                client
-                    .select(stmt, Some(1), &[table.name().into()])
-                    .ok()
-                    .and_then(|t| t.first().get_two::<pg_sys::Oid, pg_sys::Oid>().ok())
-            },
-        )
-    });
-    drop(acting);
-    let Some((Some(relation), Some(schema))) = owners else {
+    let name = CString::new(table.name()).expect("table names have no NUL byte");
+    // SAFETY: main thread, inside a transaction (a SQL function call, a statement hook or
+    // pre-commit), as catalog cache lookups need. Names are NUL-terminated and outlive the
+    // calls. Every call is pgrx's guarded wrapper: an ERROR (catalog access) becomes a panic
+    // for the caller's guard, with only `name` live (dropped by the unwinding). Each tuple is
+    // read only while held and released before the next lookup; a panic leaves it to the
+    // transaction's resource owner, which releases it at abort.
+    let owners = unsafe {
+        let schema = pg_sys::get_namespace_oid(c"_pg_rls_auth".as_ptr(), true);
+        let relation = if schema == pg_sys::Oid::INVALID {
+            pg_sys::Oid::INVALID
+        } else {
+            pg_sys::get_relname_relid(name.as_ptr(), schema)
+        };
+        if relation == pg_sys::Oid::INVALID
+            || pg_sys::get_rel_relkind(relation) != pg_sys::RELKIND_RELATION as std::ffi::c_char
+        {
+            None
+        } else {
+            let relation_owner = catalog_owner(pg_sys::SysCacheIdentifier::RELOID, relation, |t| {
+                (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_class>(t)).relowner
+            });
+            let schema_owner =
+                catalog_owner(pg_sys::SysCacheIdentifier::NAMESPACEOID, schema, |t| {
+                    (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_namespace>(t)).nspowner
+                });
+            Some((relation_owner, schema_owner))
+        }
+    };
+    let Some((Some(relation_owner), Some(schema_owner))) = owners else {
         return Ok(None);
     };
-    // SAFETY: main thread, inside a transaction (a SQL function call, a statement hook or
-    // pre-commit), as the syscache lookup needs. superuser_arg can raise (catalog access); the
-    // guarded wrapper makes that a panic for the caller's pgrx guard, and only Copy values are
-    // live here.
-    if unsafe { !pg_sys::superuser_arg(relation) || !pg_sys::superuser_arg(schema) } {
+    // SAFETY: main thread, inside a transaction, as the syscache lookup needs. superuser_arg
+    // can raise (catalog access); the guarded wrapper makes that a panic for the caller's pgrx
+    // guard, and only Copy values are live here.
+    if unsafe { !pg_sys::superuser_arg(relation_owner) || !pg_sys::superuser_arg(schema_owner) } {
         return Err(Raise::new(
             INSUFFICIENT_PRIVILEGE,
             format!(
@@ -143,7 +147,29 @@ fn owner(table: Table) -> Result<Option<pg_sys::Oid>, Raise> {
         )
         .detail("pg_rls_auth acts as the table's owner and refuses to for any other role."));
     }
-    Ok(Some(relation))
+    Ok(Some(relation_owner))
+}
+
+/// Reads the owner column of catalog object `oid` through `cache`; None when it is gone.
+///
+/// # Safety
+/// Main thread, inside a transaction; `read` must read the tuple as the catalog `cache`
+/// belongs to lays it out.
+unsafe fn catalog_owner(
+    cache: pg_sys::SysCacheIdentifier::Type,
+    oid: pg_sys::Oid,
+    read: impl Fn(pg_sys::HeapTuple) -> pg_sys::Oid,
+) -> Option<pg_sys::Oid> {
+    // SAFETY: caller's obligations; the tuple is released right after `read`.
+    unsafe {
+        let tuple = pg_sys::SearchSysCache1(cache as std::ffi::c_int, pg_sys::Datum::from(oid));
+        if tuple.is_null() {
+            return None;
+        }
+        let owner = read(tuple);
+        pg_sys::ReleaseSysCache(tuple);
+        Some(owner)
+    }
 }
 
 /// Runs `f` as the owner of `table` (see `as_owner_if_present`); a missing table is an error.

@@ -2,12 +2,17 @@
 //! state in `_pg_rls_auth.write_rate_state`, updated in the caller's transaction and kept
 //! across restarts.
 //!
-//! Exact under concurrency: the first check of a key in a transaction locks its row
-//! (`FOR UPDATE`), so concurrent transactions on one key queue, each waiting at most
-//! `pg_rls_auth.rate_limit_lock_timeout` (then SQLSTATE 55P03). Linear inside a long
-//! transaction: later checks of that key use this backend's copy of the state, written back
-//! once, just before commit; updating the row per check would leave a chain of row versions
-//! that every following check walks (the quadratic PL/pgSQL design).
+//! One statement: the first check of a key in a transaction is a single `INSERT … ON CONFLICT
+//! DO UPDATE … RETURNING` that performs the GCRA step in SQL (`gcra::UpsertStep`, whose rule the
+//! core proves equal to `gcra::decide`): it creates the key's row or advances it when the write
+//! is admitted, and locks the row either way. Only a refused write (or a row kept in another
+//! limit's units) costs a second statement, to read the state for the answer.
+//!
+//! Exact under concurrency: that row lock makes concurrent transactions on one key queue, each
+//! waiting at most `pg_rls_auth.rate_limit_lock_timeout` (then SQLSTATE 55P03). Linear inside a
+//! long transaction: later checks of that key use this backend's copy of the state, written
+//! back once, just before commit; updating the row per check would leave a chain of row
+//! versions that every following check walks (the quadratic PL/pgSQL design).
 //!
 //! Bounded: a row is 16 bytes of key hash plus the state, whatever the key's length, and each
 //! transaction that adds rows removes up to SWEEP_ROWS rows whose keys are fully replenished
@@ -20,7 +25,7 @@
 use crate::errors::{Raise, INVALID_PARAMETER_VALUE};
 use crate::guc;
 use crate::internal_tables::{self, Table};
-use pg_rls_auth_core::gcra::{decide as gcra_decide, Decision, Limit, State};
+use pg_rls_auth_core::gcra::{decide as gcra_decide, Decision, Limit, State, UpsertStep};
 use pg_rls_auth_core::key_id::durable_key_id;
 use pgrx::prelude::*;
 use std::cell::RefCell;
@@ -30,12 +35,18 @@ use std::ffi::c_void;
 /// Rows whose keys are fully replenished that one transaction removes when it adds rows.
 const SWEEP_ROWS: i64 = 16;
 
-const LOCK_ROW: &str = "SELECT tat::pg_catalog.text, scale FROM _pg_rls_auth.write_rate_state \
-    WHERE id OPERATOR(pg_catalog.=) $1 FOR UPDATE";
-/// A separate statement from LOCK_ROW: when a concurrent transaction inserts the same key, this
-/// waits for it, and the LOCK_ROW that follows (a new snapshot) then sees its row.
-const INSERT_ROW: &str = "INSERT INTO _pg_rls_auth.write_rate_state (id, tat, scale, free_at) \
-    VALUES ($1, 0, 0, 0) ON CONFLICT (id) DO NOTHING";
+/// The first check of a key in a transaction (see the module comment): $1 id, $2 and $4 a
+/// fresh key's TAT and free_at after one write, $3 the limit's units, $5 now, $6 the emission
+/// interval and $7 the latest TAT that still admits, all in those units. Returns the new state
+/// and whether the row is new; no row when the write is refused or the row is in other units.
+const UPSERT: &str = "INSERT INTO _pg_rls_auth.write_rate_state AS s (id, tat, scale, free_at) \
+    VALUES ($1, $2::pg_catalog.numeric, $3, $4) \
+    ON CONFLICT (id) DO UPDATE SET \
+    tat = GREATEST(s.tat, $5::pg_catalog.numeric) OPERATOR(pg_catalog.+) $6::pg_catalog.numeric, \
+    free_at = pg_catalog.ceil((GREATEST(s.tat, $5::pg_catalog.numeric) OPERATOR(pg_catalog.+) \
+    $6::pg_catalog.numeric) OPERATOR(pg_catalog./) $3)::pg_catalog.int8 \
+    WHERE s.scale OPERATOR(pg_catalog.=) $3 AND s.tat OPERATOR(pg_catalog.<=) $7::pg_catalog.numeric \
+    RETURNING s.tat::pg_catalog.text, s.scale, s.xmax OPERATOR(pg_catalog.=) 0";
 const READ_ROW: &str = "SELECT tat::pg_catalog.text, scale FROM _pg_rls_auth.write_rate_state \
     WHERE id OPERATOR(pg_catalog.=) $1";
 const WRITE_ROW: &str = "UPDATE _pg_rls_auth.write_rate_state \
@@ -122,20 +133,29 @@ fn as_owner<R>(f: impl FnOnce() -> R) -> Result<R, Raise> {
     internal_tables::as_owner(Table::WriteRateState, guc::RATE_LIMIT_LOCK_TIMEOUT.get(), f)
 }
 
+/// Runs the prepared `sql` with `args`; its first row's first two columns as (tat, scale).
 fn run(
     sql: &'static str,
     args: Vec<pgrx::datum::DatumWithOid>,
     types: &[PgOid],
 ) -> Option<(String, i32)> {
+    run_returning(sql, args, types, |row| {
+        let (tat, scale) = row.get_two::<String, i32>().ok()?;
+        Some((tat?, scale?))
+    })
+}
+
+fn run_returning<R>(
+    sql: &'static str,
+    args: Vec<pgrx::datum::DatumWithOid>,
+    types: &[PgOid],
+    read: impl FnOnce(pgrx::spi::SpiTupleTable<'_>) -> Option<R>,
+) -> Option<R> {
     Spi::connect_mut(|client| {
         let result = internal_tables::with_prepared(client, sql, types, |client, stmt| {
-            client.update(stmt, None, &args).map(|table| {
-                table
-                    .first()
-                    .get_two::<String, i32>()
-                    .ok()
-                    .and_then(|(tat, scale)| Some((tat?, scale?)))
-            })
+            client
+                .update(stmt, None, &args)
+                .map(|table| read(table.first()))
         });
         result.unwrap_or_else(|e| pgrx::error!("pg_rls_auth: the table store failed: {e}"))
     })
@@ -158,6 +178,11 @@ fn parse_state(row: Option<(String, i32)>) -> Result<State, Raise> {
             scale: u32::try_from(scale).unwrap_or(0),
         }),
     }
+}
+
+/// A state's free_at column: when (ns) it is fully replenished.
+fn free_at(state: State) -> i64 {
+    i64::try_from(state.tat_ns()).unwrap_or(i64::MAX)
 }
 
 pub fn decide(
@@ -183,15 +208,53 @@ pub fn decide(
         let mut state = parse_state(as_owner(|| run(READ_ROW, args(), &key_types()))?)?;
         return Ok(gcra_decide(&mut state, limit, now_ns, false));
     }
-    let row = as_owner(|| {
-        run(LOCK_ROW, args(), &key_types()).or_else(|| {
-            run(INSERT_ROW, args(), &key_types());
-            BACKEND.with_borrow_mut(|b| b.inserted = true);
-            run(LOCK_ROW, args(), &key_types())
+    let step = UpsertStep::new(limit, now_ns);
+    let fresh = State {
+        tat: step.fresh_tat,
+        scale: step.scale,
+    };
+    let upserted = as_owner(|| {
+        let types = [
+            pg_sys::BYTEAOID,
+            pg_sys::TEXTOID,
+            pg_sys::INT4OID,
+            pg_sys::INT8OID,
+            pg_sys::TEXTOID,
+            pg_sys::TEXTOID,
+            pg_sys::TEXTOID,
+        ]
+        .map(PgOid::from);
+        let args = vec![
+            id.as_slice().into(),
+            step.fresh_tat.to_string().into(),
+            (step.scale as i32).into(),
+            free_at(fresh).into(),
+            step.now.to_string().into(),
+            step.window.to_string().into(),
+            step.threshold.to_string().into(),
+        ];
+        run_returning(UPSERT, args, &types, |row| {
+            let (tat, scale, inserted) = row.get_three::<String, i32, bool>().ok()?;
+            Some((tat?, scale?, inserted.unwrap_or(false)))
         })
     })?;
-    let mut state = parse_state(row)?;
-    let d = gcra_decide(&mut state, limit, now_ns, true);
+    let (state, decision, dirty) = match upserted {
+        // Admitted and written: the answer is what a look at the new state says.
+        Some((tat, scale, inserted)) => {
+            BACKEND.with_borrow_mut(|b| b.inserted |= inserted);
+            let state = parse_state(Some((tat, scale)))?;
+            let mut peek = state;
+            let d = gcra_decide(&mut peek, limit, now_ns, false);
+            (state, Decision { allowed: true, ..d }, false)
+        }
+        // Refused, or kept in another limit's units: the row is locked all the same; decide on
+        // what it holds, and write an admitted write back at commit.
+        None => {
+            let mut state = parse_state(as_owner(|| run(READ_ROW, args(), &key_types()))?)?;
+            let d = gcra_decide(&mut state, limit, now_ns, true);
+            (state, d, d.allowed)
+        }
+    };
     // SAFETY: main thread; a plain read of the current transaction state: cannot raise.
     let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
     BACKEND.with_borrow_mut(|b| {
@@ -199,12 +262,12 @@ pub fn decide(
             id,
             Entry {
                 state,
-                dirty: d.allowed,
+                dirty,
                 level,
             },
         )
     });
-    Ok(d)
+    Ok(decision)
 }
 
 /// Writes back every key this transaction changed, once each; then, when it added rows,
@@ -242,12 +305,11 @@ fn flush() {
     unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
     let done = as_owner(|| {
         for (id, state) in &dirty {
-            let free_at = i64::try_from(state.tat_ns()).unwrap_or(i64::MAX);
             let args = vec![
                 id.as_slice().into(),
                 state.tat.to_string().into(),
                 (state.scale as i32).into(),
-                free_at.into(),
+                free_at(*state).into(),
             ];
             run(WRITE_ROW, args, &types);
         }
