@@ -47,15 +47,15 @@ CREATE TABLE _pg_rls_auth.write_rate_state (
     scale integer NOT NULL,
     free_at bigint NOT NULL
 );
-CREATE INDEX write_rate_state_free_at ON _pg_rls_auth.write_rate_state (free_at);
 COMMENT ON TABLE _pg_rls_auth.write_rate_state IS
-    'pg_rls_auth table store: per SHA-256 of (bucket, key), the GCRA theoretical arrival time in units of 1/scale ns since the Unix epoch, and when (ns) the key is fully replenished';
+    'pg_rls_auth table store: per SHA-256 of (bucket, key), the GCRA theoretical arrival time in units of 1/scale ns since the Unix epoch, and when (ns) the row may go: one window after the key is fully replenished';
 REVOKE ALL ON _pg_rls_auth.write_rate_state FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('_pg_rls_auth.write_rate_state', '');
 
 -- The table store's state carries over. A key's row id is the first 16 bytes of SHA-256 over
 -- (the bucket's length in UTF-8 bytes as 8 little-endian bytes, the bucket, the key), as
--- core/src/key_id.rs computes it; free_at is the state's TAT in ns, rounded up.
+-- core/src/key_id.rs computes it; free_at is the state's TAT in ns, rounded up (0.1.0 did not
+-- record the window a row lingers for: such rows may go as soon as their key is replenished).
 INSERT INTO _pg_rls_auth.write_rate_state (id, tat, scale, free_at)
 SELECT pg_catalog.substring(
            pg_catalog.sha256(len.le8 OPERATOR(pg_catalog.||) pg_catalog.convert_to(s.bucket, 'UTF8')

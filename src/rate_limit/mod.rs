@@ -420,9 +420,8 @@ CREATE TABLE _pg_rls_auth.write_rate_state (
     scale integer NOT NULL,
     free_at bigint NOT NULL
 );
-CREATE INDEX write_rate_state_free_at ON _pg_rls_auth.write_rate_state (free_at);
 COMMENT ON TABLE _pg_rls_auth.write_rate_state IS
-    'pg_rls_auth table store: per SHA-256 of (bucket, key), the GCRA theoretical arrival time in units of 1/scale ns since the Unix epoch, and when (ns) the key is fully replenished';
+    'pg_rls_auth table store: per SHA-256 of (bucket, key), the GCRA theoretical arrival time in units of 1/scale ns since the Unix epoch, and when (ns) the row may go: one window after the key is fully replenished';
 REVOKE ALL ON _pg_rls_auth.write_rate_state FROM PUBLIC;
 SELECT pg_catalog.pg_extension_config_dump('_pg_rls_auth.write_rate_state', '');
 "#,

@@ -14,10 +14,14 @@
 //! back once, just before commit; updating the row per check would leave a chain of row
 //! versions that every following check walks (the quadratic PL/pgSQL design).
 //!
-//! Bounded: a row is 16 bytes of key hash plus the state, whatever the key's length, and each
-//! transaction that adds rows removes up to SWEEP_ROWS rows whose keys are fully replenished
-//! (forgetting them grants nothing), so the table holds about one row per key checked within
-//! its window.
+//! Bounded: a row is 16 bytes of key hash plus the state, whatever the key's length. A row may
+//! go once its key has been fully replenished (forgetting it grants nothing) for one more
+//! window, so a key checked at least once per window keeps its row and is only ever updated.
+//! Each transaction that adds rows looks at the next SWEEP_ROWS rows in key order after where
+//! this backend's last sweep stopped (wrapping around) and removes those that may go: such a row
+//! is looked at within (rows / SWEEP_ROWS) insertions, so the table holds about one row per key
+//! checked within its last two windows, plus about 1/SWEEP_ROWS of that. No column an update
+//! changes is indexed, so the checks' updates are HOT updates that add no index entries.
 //!
 //! Privileges: ordinary roles cannot touch the table. The store acts as the table's owner, a
 //! superuser, so it must never run anything another role controls (see `internal_tables`).
@@ -25,26 +29,29 @@
 use crate::errors::{Raise, INVALID_PARAMETER_VALUE};
 use crate::guc;
 use crate::internal_tables::{self, Table};
-use pg_rls_auth_core::gcra::{decide as gcra_decide, Decision, Limit, State, UpsertStep};
+use pg_rls_auth_core::gcra::{
+    decide as gcra_decide, Decision, Limit, State, UpsertStep, NANOS_PER_SEC,
+};
 use pg_rls_auth_core::key_id::durable_key_id;
 use pgrx::prelude::*;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::c_void;
 
-/// Rows whose keys are fully replenished that one transaction removes when it adds rows.
-const SWEEP_ROWS: i64 = 16;
+/// Rows one transaction looks at (and removes if fully replenished) when it adds rows.
+const SWEEP_ROWS: i64 = 64;
 
 /// The first check of a key in a transaction (see the module comment): $1 id, $2 and $4 a
 /// fresh key's TAT and free_at after one write, $3 the limit's units, $5 now, $6 the emission
-/// interval and $7 the latest TAT that still admits, all in those units. Returns the new state
-/// and whether the row is new; no row when the write is refused or the row is in other units.
+/// interval and $7 the latest TAT that still admits, all in those units, and $8 the window in
+/// ns (a row lingers that long after its key is replenished). Returns the new state and whether
+/// the row is new; no row when the write is refused or the row is in other units.
 const UPSERT: &str = "INSERT INTO _pg_rls_auth.write_rate_state AS s (id, tat, scale, free_at) \
     VALUES ($1, $2::pg_catalog.numeric, $3, $4) \
     ON CONFLICT (id) DO UPDATE SET \
     tat = GREATEST(s.tat, $5::pg_catalog.numeric) OPERATOR(pg_catalog.+) $6::pg_catalog.numeric, \
     free_at = pg_catalog.ceil((GREATEST(s.tat, $5::pg_catalog.numeric) OPERATOR(pg_catalog.+) \
-    $6::pg_catalog.numeric) OPERATOR(pg_catalog./) $3)::pg_catalog.int8 \
+    $6::pg_catalog.numeric) OPERATOR(pg_catalog./) $3)::pg_catalog.int8 OPERATOR(pg_catalog.+) $8 \
     WHERE s.scale OPERATOR(pg_catalog.=) $3 AND s.tat OPERATOR(pg_catalog.<=) $7::pg_catalog.numeric \
     RETURNING s.tat::pg_catalog.text, s.scale, s.xmax OPERATOR(pg_catalog.=) 0";
 const READ_ROW: &str = "SELECT tat::pg_catalog.text, scale FROM _pg_rls_auth.write_rate_state \
@@ -53,13 +60,19 @@ const WRITE_ROW: &str = "UPDATE _pg_rls_auth.write_rate_state \
     SET tat = $2::pg_catalog.numeric, scale = $3, free_at = $4 WHERE id OPERATOR(pg_catalog.=) $1";
 const DELETE_ROW: &str =
     "DELETE FROM _pg_rls_auth.write_rate_state WHERE id OPERATOR(pg_catalog.=) $1";
-/// Rows locked by a running transaction are skipped, so the sweep never waits.
-const SWEEP: &str =
-    "DELETE FROM _pg_rls_auth.write_rate_state WHERE ctid OPERATOR(pg_catalog.=) ANY \
-    (ARRAY(SELECT ctid FROM _pg_rls_auth.write_rate_state WHERE free_at OPERATOR(pg_catalog.<=) $1 \
-    ORDER BY free_at LIMIT $2 FOR UPDATE SKIP LOCKED))";
+/// The next $3 rows after id $2 in key order; of those, the ones fully replenished at $1 and
+/// not locked by a running transaction (so the sweep never waits) are deleted. Returns the
+/// last id looked at (no row past the end).
+const SWEEP: &str = "WITH batch AS (SELECT id FROM _pg_rls_auth.write_rate_state \
+    WHERE id OPERATOR(pg_catalog.>) $2 ORDER BY id LIMIT $3), \
+    swept AS (DELETE FROM _pg_rls_auth.write_rate_state WHERE ctid OPERATOR(pg_catalog.=) ANY \
+    (ARRAY(SELECT s.ctid FROM _pg_rls_auth.write_rate_state s WHERE s.id IN (SELECT id FROM batch) \
+    AND s.free_at OPERATOR(pg_catalog.<=) $1 FOR UPDATE OF s SKIP LOCKED))) \
+    SELECT id FROM batch ORDER BY id DESC LIMIT 1";
 struct Entry {
     state: State,
+    /// The window (ns) of the limit last applied: how long the row lingers once replenished.
+    linger_ns: i128,
     dirty: bool,
     /// Transaction nesting level that locked the row; a rollback to below it drops the entry.
     level: i32,
@@ -70,6 +83,8 @@ struct Backend {
     entries: HashMap<[u8; 16], Entry>,
     /// This transaction added rows: sweep before it commits.
     inserted: bool,
+    /// Where this backend's next sweep starts (after this id; empty: from the first row).
+    sweep_after: Vec<u8>,
 }
 
 thread_local! {
@@ -180,9 +195,15 @@ fn parse_state(row: Option<(String, i32)>) -> Result<State, Raise> {
     }
 }
 
-/// A state's free_at column: when (ns) it is fully replenished.
-fn free_at(state: State) -> i64 {
-    i64::try_from(state.tat_ns()).unwrap_or(i64::MAX)
+/// A row's free_at column: when (ns) it may be removed, `linger_ns` after its key is fully
+/// replenished. Keys checked at least once per window therefore keep their row (an update, never
+/// a delete and an insert again).
+fn free_at(state: State, linger_ns: i128) -> i64 {
+    i64::try_from(state.tat_ns().saturating_add(linger_ns)).unwrap_or(i64::MAX)
+}
+
+fn window_ns(limit: Limit) -> i128 {
+    i128::from(limit.window_seconds()) * NANOS_PER_SEC
 }
 
 pub fn decide(
@@ -196,7 +217,10 @@ pub fn decide(
     let cached = BACKEND.with_borrow_mut(|b| {
         b.entries.get_mut(&id).map(|e| {
             let d = gcra_decide(&mut e.state, limit, now_ns, consume);
-            e.dirty |= consume && d.allowed;
+            if consume && d.allowed {
+                e.dirty = true;
+                e.linger_ns = window_ns(limit);
+            }
             d
         })
     });
@@ -222,16 +246,18 @@ pub fn decide(
             pg_sys::TEXTOID,
             pg_sys::TEXTOID,
             pg_sys::TEXTOID,
+            pg_sys::INT8OID,
         ]
         .map(PgOid::from);
         let args = vec![
             id.as_slice().into(),
             step.fresh_tat.to_string().into(),
             (step.scale as i32).into(),
-            free_at(fresh).into(),
+            free_at(fresh, window_ns(limit)).into(),
             step.now.to_string().into(),
             step.window.to_string().into(),
             step.threshold.to_string().into(),
+            i64::try_from(window_ns(limit)).unwrap_or(i64::MAX).into(),
         ];
         run_returning(UPSERT, args, &types, |row| {
             let (tat, scale, inserted) = row.get_three::<String, i32, bool>().ok()?;
@@ -262,6 +288,7 @@ pub fn decide(
             id,
             Entry {
                 state,
+                linger_ns: window_ns(limit),
                 dirty,
                 level,
             },
@@ -273,14 +300,14 @@ pub fn decide(
 /// Writes back every key this transaction changed, once each; then, when it added rows,
 /// removes up to SWEEP_ROWS rows of fully replenished keys.
 fn flush() {
-    let (dirty, sweep): (Vec<([u8; 16], State)>, bool) = BACKEND.with_borrow_mut(|b| {
+    let (dirty, sweep): (Vec<([u8; 16], State, i128)>, bool) = BACKEND.with_borrow_mut(|b| {
         let dirty = b
             .entries
             .iter_mut()
             .filter(|(_, e)| e.dirty)
             .map(|(k, e)| {
                 e.dirty = false;
-                (*k, e.state)
+                (*k, e.state, e.linger_ns)
             })
             .collect();
         (dirty, std::mem::take(&mut b.inserted))
@@ -304,19 +331,24 @@ fn flush() {
     // or, when `as_owner` raises first, by the abort's snapshot cleanup.
     unsafe { pg_sys::PushActiveSnapshot(pg_sys::GetTransactionSnapshot()) };
     let done = as_owner(|| {
-        for (id, state) in &dirty {
+        for (id, state, linger_ns) in &dirty {
             let args = vec![
                 id.as_slice().into(),
                 state.tat.to_string().into(),
                 (state.scale as i32).into(),
-                free_at(*state).into(),
+                free_at(*state, *linger_ns).into(),
             ];
             run(WRITE_ROW, args, &types);
         }
         if sweep {
             let now = i64::try_from(now_ns).unwrap_or(i64::MAX);
-            let types = [pg_sys::INT8OID, pg_sys::INT8OID].map(PgOid::from);
-            run(SWEEP, vec![now.into(), SWEEP_ROWS.into()], &types);
+            let after = BACKEND.with_borrow(|b| b.sweep_after.clone());
+            let types = [pg_sys::INT8OID, pg_sys::BYTEAOID, pg_sys::INT8OID].map(PgOid::from);
+            let args = vec![now.into(), after.as_slice().into(), SWEEP_ROWS.into()];
+            let last = run_returning(SWEEP, args, &types, |row| {
+                row.get_one::<Vec<u8>>().ok().flatten()
+            });
+            BACKEND.with_borrow_mut(|b| b.sweep_after = last.unwrap_or_default());
         }
     });
     // SAFETY: main thread; pops exactly the snapshot pushed above (SPI's own pushes and pops
