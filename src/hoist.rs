@@ -16,8 +16,8 @@
 //! Where: WHERE and JOIN conditions, HAVING, policies (security quals and WITH CHECK options),
 //! and output columns that no GROUP BY, ORDER BY, DISTINCT or window refers to (those are
 //! matched against each other by the parser's decisions, which a rewrite must not disturb),
-//! in the query and every sub-query. Not: VALUES lists, function calls in FROM, RETURNING,
-//! ON CONFLICT, MERGE actions. SQL functions that the planner inlines are expanded after this
+//! in the query and every sub-query. Not: queries without FROM (their expressions run once
+//! anyway), VALUES lists, function calls in FROM, RETURNING, ON CONFLICT, MERGE actions. SQL functions that the planner inlines are expanded after this
 //! hook, so calls inside them stay per row (a non-inlined function's own queries are hoisted
 //! when they are planned).
 
