@@ -340,3 +340,58 @@ fn the_update_refuses_while_objects_depend_on_the_text_organization_id() {
         "CREATE POLICY by_org ON public.orgs USING (org_id = auth.organization_id()::text)",
     );
 }
+
+#[test]
+fn a_database_owner_cannot_turn_the_update_against_a_superuser() {
+    // The database owner owns schema `auth` and may put anything under the names the update
+    // reads. Each trap writes a server file when it runs (only a superuser may): a file means
+    // the update ran the owner's code with its rights, even if the transaction then aborted.
+    let cluster = Cluster::start(&[]);
+    let evidence = cluster.socket_dir().join("pwned");
+    let pwn = format!(
+        "CREATE FUNCTION public.pwn() RETURNS text LANGUAGE plpgsql AS $f$ BEGIN \
+         EXECUTE 'COPY (SELECT 1) TO ''{}'''; RETURN 'k'; END $f$",
+        evidence.display()
+    );
+    let traps = [
+        // A view in place of the state table, in a new schema auth.
+        "ALTER SCHEMA auth RENAME TO auth_real; CREATE SCHEMA auth;
+         CREATE VIEW auth.write_rate_state AS
+           SELECT public.pwn() AS bucket, 'k'::text AS key, 0::numeric AS tat, 1 AS scale;
+         {STUBS}",
+        // A table of the owner's whose bucket column turns into text through the owner's cast.
+        "ALTER SCHEMA auth RENAME TO auth_real; CREATE SCHEMA auth;
+         CREATE TYPE public.evil AS ENUM ('k');
+         CREATE FUNCTION public.pwn_cast(public.evil) RETURNS text LANGUAGE plpgsql
+           AS $f$ BEGIN RETURN public.pwn(); END $f$;
+         CREATE CAST (public.evil AS text) WITH FUNCTION public.pwn_cast(public.evil) AS IMPLICIT;
+         CREATE TABLE auth.write_rate_state (bucket public.evil, key text, tat numeric, scale int);
+         INSERT INTO auth.write_rate_state VALUES ('k', 'k', 0, 1);
+         {STUBS}",
+    ];
+    // What the update touches before the state table, so that it gets that far.
+    let stubs =
+        "CREATE FUNCTION auth.organization_id() RETURNS text LANGUAGE sql AS 'SELECT NULL::text';
+        CREATE FUNCTION auth.session() RETURNS jsonb LANGUAGE sql AS 'SELECT NULL::jsonb';
+        CREATE FUNCTION auth.role() RETURNS text LANGUAGE sql AS 'SELECT NULL::text';
+        CREATE FUNCTION auth.email() RETURNS text LANGUAGE sql AS 'SELECT NULL::text';";
+    for (i, trap) in traps.iter().enumerate() {
+        let trap = trap.replace("{STUBS}", stubs);
+        let db = format!("trap{i}");
+        let owner = format!("dbo{i}");
+        cluster.database_owned_by(&db, &owner);
+        let mut dbo = cluster.connect(&owner, &db, "");
+        dbo.batch_execute("CREATE EXTENSION pg_rls_auth VERSION '0.1.0'")
+            .unwrap();
+        dbo.batch_execute(&pwn).unwrap();
+        dbo.batch_execute(&trap)
+            .unwrap_or_else(|e| panic!("trap {i}: {}", describe(&e)));
+        let result = dbo.batch_execute("ALTER EXTENSION pg_rls_auth UPDATE");
+        assert!(result.is_err(), "trap {i}: the update went ahead");
+        assert!(
+            !evidence.exists(),
+            "trap {i}: the update ran the owner's code as a superuser"
+        );
+        assert!(!cluster.is_superuser(&owner), "trap {i}");
+    }
+}
