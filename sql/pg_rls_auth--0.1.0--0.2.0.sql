@@ -45,11 +45,11 @@ COMMENT ON SCHEMA _pg_rls_auth IS 'pg_rls_auth internal state; no role uses it d
 -- 0.1.0's state table is read only once it sits where no one but a superuser can reach: schema
 -- auth belongs to the database owner, who could have put anything under its name (a view
 -- calling their functions would run them with this script's superuser rights). So the name is
--- first moved out of auth (which runs nothing), and the object is read only if it then proves
--- to be the extension's own plain table, owned by a superuser, with no triggers or rules.
-ALTER TABLE auth.write_rate_state SET SCHEMA _pg_rls_auth;
-ALTER TABLE _pg_rls_auth.write_rate_state RENAME TO write_rate_state_0_1_0;
-ALTER INDEX _pg_rls_auth.write_rate_state_pkey RENAME TO write_rate_state_0_1_0_pkey;
+-- first moved out of auth into a schema of this update's own (moving runs nothing), and the
+-- object is read only if it then proves to be the extension's own plain table, owned by a
+-- superuser, with no triggers, rules or policies.
+CREATE SCHEMA _pg_rls_auth_0_1_0;
+ALTER TABLE auth.write_rate_state SET SCHEMA _pg_rls_auth_0_1_0;
 DO $$
 BEGIN
     IF NOT EXISTS (
@@ -58,7 +58,7 @@ BEGIN
           JOIN pg_catalog.pg_depend d ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_class'::pg_catalog.regclass
                AND d.objid OPERATOR(pg_catalog.=) c.oid AND d.deptype OPERATOR(pg_catalog.=) 'e'
           JOIN pg_catalog.pg_extension e ON e.oid OPERATOR(pg_catalog.=) d.refobjid
-         WHERE c.oid OPERATOR(pg_catalog.=) '_pg_rls_auth.write_rate_state_0_1_0'::pg_catalog.regclass
+         WHERE c.oid OPERATOR(pg_catalog.=) '_pg_rls_auth_0_1_0.write_rate_state'::pg_catalog.regclass
            AND e.extname OPERATOR(pg_catalog.=) 'pg_rls_auth' AND c.relkind OPERATOR(pg_catalog.=) 'r'
            AND o.rolsuper AND NOT c.relhastriggers AND NOT c.relhasrules AND NOT c.relrowsecurity) THEN
         RAISE EXCEPTION 'pg_rls_auth 0.2.0: auth.write_rate_state is not the table pg_rls_auth 0.1.0 created'
@@ -91,7 +91,7 @@ SELECT pg_catalog.substring(
        CASE WHEN s.scale OPERATOR(pg_catalog.=) 0 THEN 9223372036854775807
             ELSE LEAST(pg_catalog.ceil(s.tat OPERATOR(pg_catalog./) s.scale),
                                   9223372036854775807)::pg_catalog.int8 END
-  FROM _pg_rls_auth.write_rate_state_0_1_0 s,
+  FROM _pg_rls_auth_0_1_0.write_rate_state s,
        LATERAL (SELECT pg_catalog.decode(pg_catalog.string_agg(
                     pg_catalog.lpad(pg_catalog.to_hex(
                         (pg_catalog.octet_length(pg_catalog.convert_to(s.bucket, 'UTF8'))::pg_catalog.int8
@@ -99,8 +99,10 @@ SELECT pg_catalog.substring(
                     '' ORDER BY i), 'hex') AS le8
                   FROM pg_catalog.generate_series(0, 7) i) len
 ON CONFLICT (id) DO NOTHING;
-ALTER EXTENSION pg_rls_auth DROP TABLE _pg_rls_auth.write_rate_state_0_1_0;
-DROP TABLE _pg_rls_auth.write_rate_state_0_1_0;
+ALTER EXTENSION pg_rls_auth DROP TABLE _pg_rls_auth_0_1_0.write_rate_state;
+DROP TABLE _pg_rls_auth_0_1_0.write_rate_state;
+ALTER EXTENSION pg_rls_auth DROP SCHEMA _pg_rls_auth_0_1_0;
+DROP SCHEMA _pg_rls_auth_0_1_0;
 
 CREATE TABLE _pg_rls_auth.revocations (
     kind text NOT NULL CHECK (kind IN ('sessions', 'token')),
