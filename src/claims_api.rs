@@ -164,10 +164,7 @@ COMMENT ON FUNCTION auth.organization_id() IS 'The id of the Neon Auth organizat
 /// Its symbol keeps that return type, so a database still on 0.1.0's SQL gets text, never a
 /// uuid read as text.
 fn organization_id_text() -> Answer<Text> {
-    session::current()?
-        .and_then(|s| s.claim_text("o.id"))
-        .map(|v| Datum::text(&v))
-        .transpose()
+    claim(Some("o.id"))
 }
 sql_function! {
     symbol = auth_organization_id, finfo = pg_finfo_auth_organization_id, name = "auth_organization_id",
