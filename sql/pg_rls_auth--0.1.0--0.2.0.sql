@@ -166,3 +166,12 @@ BEGIN
           WHERE e.extname OPERATOR(pg_catalog.=) 'pg_rls_auth'));
 END
 $$;
+
+-- Managed keys: the status of the key sources, and fetching them now (not for PUBLIC).
+CREATE FUNCTION auth.jwks_status()
+    RETURNS TABLE (source text, url text, keys integer, kids text[], last_attempt timestamptz, last_success timestamptz, last_error text, next_refresh timestamptz)
+    STRICT VOLATILE PARALLEL SAFE LANGUAGE c AS 'MODULE_PATHNAME', 'jwks_status_wrapper';
+CREATE FUNCTION auth.refresh_jwks()
+    RETURNS TABLE (source text, url text, keys integer, kids text[], last_attempt timestamptz, last_success timestamptz, last_error text, next_refresh timestamptz)
+    STRICT VOLATILE PARALLEL UNSAFE LANGUAGE c AS 'MODULE_PATHNAME', 'refresh_jwks_wrapper';
+REVOKE EXECUTE ON FUNCTION auth.refresh_jwks() FROM PUBLIC;

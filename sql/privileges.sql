@@ -17,6 +17,14 @@ RESET pg_rls_auth.session;
 ALTER ROLE alice SET pg_rls_auth.jwks = '{}';
 ALTER ROLE alice SET pg_rls_auth.session = '1:{"sub":"mallory"}';
 SET pg_rls_auth.session_jwk = '{}';
+-- Nor point the key fetcher anywhere, in any letter case, nor force fetches.
+SET pg_rls_auth.jwks_urls = 'https://evil.example/jwks.json';
+SET PG_RLS_AUTH.OIDC_ISSUERS = 'https://evil.example';
+SELECT set_config('pg_rls_auth.http_ca_file', '/tmp/evil.pem', false);
+ALTER ROLE alice SET pg_rls_auth.jwks_urls = 'https://evil.example/jwks.json';
+SELECT * FROM auth.refresh_jwks();
+-- The status holds public data only: every role may read it (no source configured here).
+SELECT count(*) AS sources FROM auth.jwks_status();
 -- A function carrying the setting cannot apply it either.
 CREATE FUNCTION pg_temp.forge() RETURNS text LANGUAGE sql SET pg_rls_auth.session = '1:{"sub":"mallory"}' AS $$ SELECT auth.user_id() $$;
 -- The secret is hidden.

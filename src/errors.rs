@@ -16,6 +16,8 @@ pub struct Raise {
     pub message: String,
     pub detail: Option<String>,
     pub hint: Option<String>,
+    /// No key the token names is known: a refresh of the managed keys may change that.
+    pub unknown_key: bool,
     /// Where the error was made, for the report's LOCATION line.
     location: &'static Location<'static>,
 }
@@ -37,6 +39,7 @@ impl Raise {
             message: message.into(),
             detail: None,
             hint: None,
+            unknown_key: false,
             location: Location::caller(),
         }
     }
@@ -60,7 +63,9 @@ impl From<AuthError> for Raise {
             ErrorKind::BadConfig | ErrorKind::InvalidArgument => INVALID_PARAMETER_VALUE,
             ErrorKind::NotConfigured => OBJECT_NOT_IN_PREREQUISITE_STATE,
         };
-        Raise::new(sqlstate, e.message)
+        let mut raise = Raise::new(sqlstate, e.message);
+        raise.unknown_key = e.unknown_key;
+        raise
     }
 }
 

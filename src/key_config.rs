@@ -13,6 +13,8 @@ use pg_rls_auth_core::{AuthError, KeySet, VerifyPolicy};
 /// Everything the verification settings say, parsed once per change.
 pub struct Config {
     pub generation: u64,
+    /// The managed keys' shared version the keys were read at, when sources are configured.
+    pub managed_version: Option<u64>,
     pub keys: Result<KeySet, AuthError>,
     pub mode: SessionMode,
     pub policy: VerifyPolicy,
@@ -29,6 +31,7 @@ fn load_verifier(
     if let Some(jwks) = guc::string_value(&guc::JWKS, "pg_rls_auth.jwks")? {
         keys.add_jwks(jwks, KeyOrigin::Configured, "pg_rls_auth.jwks")?;
     }
+    crate::managed_keys::add_keys(&mut keys)?;
     let secret = guc::string_value(&guc::JWT_SECRET, "pg_rls_auth.jwt_secret")?;
     let secret_path = guc::string_value(&guc::JWT_SECRET_FILE, "pg_rls_auth.jwt_secret_file")?;
     let mut stamp = None;
@@ -83,7 +86,8 @@ fn key_sources() -> KeySources {
     KeySources {
         configured: guc::bytes_value(&guc::JWKS).is_some()
             || guc::bytes_value(&guc::JWT_SECRET).is_some()
-            || guc::bytes_value(&guc::JWT_SECRET_FILE).is_some(),
+            || guc::bytes_value(&guc::JWT_SECRET_FILE).is_some()
+            || crate::managed_keys::configured(),
         trusted_proxy: guc::TRUSTED_PROXY.get(),
         proxy_key_sent: guc::bytes_value(&guc::SESSION_JWK).is_some()
             || guc::bytes_value(&guc::NEON_SESSION_JWK).is_some(),
@@ -94,12 +98,17 @@ fn key_sources() -> KeySources {
 
 pub fn load(generation: u64) -> Config {
     let mode = key_sources().mode();
+    // Read before the keys: a change while they load makes the next use load again.
+    let managed_version = crate::managed_keys::configured()
+        .then(crate::managed_keys::version)
+        .flatten();
     let (keys, policy, secret_file) = match load_verifier(mode.pg_session_jwt) {
         Ok((keys, policy, stamp)) => (Ok(keys), policy, stamp),
         Err(e) => (Err(e), VerifyPolicy::default(), None),
     };
     Config {
         generation,
+        managed_version,
         keys,
         mode,
         policy,

@@ -16,6 +16,7 @@ mod hooks;
 mod internal_tables;
 mod key_config;
 mod lint;
+mod managed_keys;
 #[cfg(feature = "pg18")]
 mod oauth_validator;
 mod pg_raw;
@@ -25,6 +26,7 @@ mod revocation;
 mod secret_file;
 mod session;
 mod session_api;
+mod shmem;
 mod token_kit;
 
 ::pgrx::pg_module_magic!(name, version);
@@ -32,8 +34,10 @@ mod token_kit;
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     guc::init();
+    shmem::init();
     hooks::init();
     hoist::init();
+    managed_keys::init();
     rate_limit::init();
     revocation::init();
 }

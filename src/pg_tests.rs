@@ -193,4 +193,66 @@ mod tests {
             assert_eq!(row, (Some(value.into()), Some(context.into())), "{name}");
         }
     }
+
+    /// The managed keys' settings: described, reloadable only (postgresql.conf or ALTER
+    /// SYSTEM), hidden from no one but settable by no session, with their defaults.
+    #[pg_test]
+    fn managed_key_settings() {
+        for (name, value, unit) in [
+            ("pg_rls_auth.jwks_urls", "", None),
+            ("pg_rls_auth.oidc_issuers", "", None),
+            ("pg_rls_auth.http_ca_file", "", None),
+            ("pg_rls_auth.jwks_refresh_interval", "600", Some("s")),
+            ("pg_rls_auth.jwks_refresh_wait", "1000", Some("ms")),
+        ] {
+            let row = Spi::get_three::<String, String, bool>(&format!(
+                "SELECT setting, context, short_desc <> '' FROM pg_settings WHERE name = '{name}'"
+            ))
+            .unwrap();
+            assert_eq!(
+                row,
+                (Some(value.into()), Some("sighup".into()), Some(true)),
+                "{name}"
+            );
+            let found_unit = Spi::get_one::<String>(&format!(
+                "SELECT unit FROM pg_settings WHERE name = '{name}'"
+            ))
+            .unwrap();
+            assert_eq!(found_unit.as_deref(), unit, "{name}");
+        }
+    }
+
+    #[pg_test(error = "parameter \"pg_rls_auth.jwks_urls\" cannot be changed now")]
+    fn a_session_cannot_point_the_key_fetcher_anywhere() {
+        Spi::run("SET pg_rls_auth.jwks_urls = 'https://example.com/jwks'").unwrap();
+    }
+
+    /// Every role may read the status; only those granted it may force a fetch. With no source
+    /// configured both answer no rows, without waiting for the worker.
+    #[pg_test]
+    fn key_status_functions() {
+        Spi::run("CREATE ROLE key_status_reader").unwrap();
+        let (status, refresh) = Spi::get_two::<bool, bool>(
+            "SELECT has_function_privilege('key_status_reader', 'auth.jwks_status()', 'EXECUTE'), \
+                    has_function_privilege('key_status_reader', 'auth.refresh_jwks()', 'EXECUTE')",
+        )
+        .unwrap();
+        assert_eq!((status, refresh), (Some(true), Some(false)));
+        for function in ["jwks_status", "refresh_jwks"] {
+            assert_eq!(
+                Spi::get_one::<i64>(&format!("SELECT count(*) FROM auth.{function}()")).unwrap(),
+                Some(0),
+                "{function}"
+            );
+        }
+        let columns = Spi::get_one::<String>(
+            "SELECT array_to_string(proargnames, ',') FROM pg_proc \
+             WHERE oid = 'auth.jwks_status()'::regprocedure",
+        )
+        .unwrap();
+        assert_eq!(
+            columns.as_deref(),
+            Some("source,url,keys,kids,last_attempt,last_success,last_error,next_refresh")
+        );
+    }
 }

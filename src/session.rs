@@ -136,7 +136,13 @@ pub fn now_secs() -> f64 {
 fn config(backend: &mut Backend) -> Rc<Config> {
     let generation = guc::CONFIG_GENERATION.load(Ordering::Relaxed);
     match &backend.config {
-        Some(c) if c.generation == generation => c.clone(),
+        Some(c)
+            if c.generation == generation
+                && (c.managed_version.is_none()
+                    || c.managed_version == crate::managed_keys::version()) =>
+        {
+            c.clone()
+        }
         _ => {
             let c = Rc::new(key_config::load(generation));
             backend.config = Some(c.clone());
@@ -323,9 +329,15 @@ pub fn init(token: &str, local: bool) -> Result<(), Raise> {
 
 /// Verifies `token` and stores its session, or revokes the session.
 fn start(token: &str, local: bool, set_token_setting: bool) -> Result<(), Raise> {
-    let outcome = BACKEND
-        .with_borrow_mut(|b| verify_cached(b, token))
-        .and_then(
+    let verified = match BACKEND.with_borrow_mut(|b| verify_cached(b, token)) {
+        // The worker may fetch the key the token names (a rotation): wait for it, then once more.
+        Err(e) if e.unknown_key && crate::managed_keys::refresh_for_unknown_kid() => {
+            BACKEND.with_borrow_mut(|b| verify_cached(b, token))
+        }
+        other => other,
+    };
+    let outcome =
+        verified.and_then(
             |claims| match revocation::refuses(&claims, revocation::freshness())? {
                 true => Err(revocation::revoked()),
                 false => Ok(claims),
@@ -414,6 +426,9 @@ fn verify_cached(b: &mut Backend, token: &str) -> Result<Claims, Raise> {
     let keys = config.keys.as_ref().map_err(|e| Raise::from(e.clone()))?;
     if !config.mode.has_keys {
         return Err(key_config::no_key().into());
+    }
+    if keys.is_empty() && config.managed_version.is_some() {
+        return Err(crate::managed_keys::nothing_fetched_yet().into());
     }
     let now = now_secs();
     let (claims, origin) = match b.tokens.get(token) {

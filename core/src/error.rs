@@ -19,6 +19,8 @@ pub enum ErrorKind {
 pub struct AuthError {
     pub kind: ErrorKind,
     pub message: String,
+    /// An invalid token whose key is not known: a refresh of the managed keys may change that.
+    pub unknown_key: bool,
 }
 
 impl AuthError {
@@ -26,24 +28,34 @@ impl AuthError {
         Self {
             kind: ErrorKind::InvalidToken,
             message: message.into(),
+            unknown_key: false,
+        }
+    }
+    pub fn unknown_key(message: impl Into<String>) -> Self {
+        Self {
+            unknown_key: true,
+            ..Self::invalid_token(message)
         }
     }
     pub fn bad_config(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::BadConfig,
             message: message.into(),
+            unknown_key: false,
         }
     }
     pub fn not_configured(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::NotConfigured,
             message: message.into(),
+            unknown_key: false,
         }
     }
     pub fn invalid_argument(message: impl Into<String>) -> Self {
         Self {
             kind: ErrorKind::InvalidArgument,
             message: message.into(),
+            unknown_key: false,
         }
     }
 }

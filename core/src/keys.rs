@@ -67,6 +67,8 @@ pub struct Key {
     pub alg: Option<Algorithm>,
     pub key_type: KeyType,
     pub origin: KeyOrigin,
+    /// Set for keys of an OpenID Connect issuer: they verify only tokens it issued.
+    pub issuer: Option<String>,
     can_verify: bool,
     decoding: DecodingKey,
 }
@@ -169,6 +171,17 @@ impl KeySet {
 
     /// Adds every key of a JWK or a JWKS. `setting` names the source in error messages.
     pub fn add_jwks(&mut self, json: &str, origin: KeyOrigin, setting: &str) -> Result<()> {
+        self.add_jwks_bound(json, origin, setting, None)
+    }
+
+    /// `add_jwks`, with every key bound to `issuer` when one is given.
+    pub(crate) fn add_jwks_bound(
+        &mut self,
+        json: &str,
+        origin: KeyOrigin,
+        setting: &str,
+        issuer: Option<&str>,
+    ) -> Result<()> {
         let bad = |what: String| AuthError::bad_config(format!("{setting}: {what}"));
         if json.len() > MAX_JWKS_BYTES {
             return Err(bad(format!(
@@ -189,14 +202,16 @@ impl KeySet {
         if keys.is_empty() {
             return Err(bad("the JWKS has no keys".into()));
         }
-        if self.keys.len() + keys.len() > MAX_KEYS {
+        // Per document: bounds the parse; managed sources add up to MAX_SOURCES such sets.
+        if keys.len() > MAX_KEYS {
             return Err(bad(format!(
                 "{} keys given; at most {MAX_KEYS} are supported",
                 keys.len()
             )));
         }
         for (i, raw) in keys.iter().enumerate() {
-            let key = parse_jwk(raw, origin).map_err(|e| bad(format!("key {}: {e}", i + 1)))?;
+            let mut key = parse_jwk(raw, origin).map_err(|e| bad(format!("key {}: {e}", i + 1)))?;
+            key.issuer = issuer.map(str::to_string);
             if let Some(kid) = &key.kid {
                 if self.keys.iter().any(|k| k.kid.as_deref() == Some(kid)) {
                     return Err(bad(format!(
@@ -236,6 +251,7 @@ impl KeySet {
             alg: None,
             key_type: KeyType::Hmac,
             origin: KeyOrigin::HmacSecret,
+            issuer: None,
             can_verify: true,
             decoding: DecodingKey::from_secret(&bytes),
         });
@@ -301,7 +317,7 @@ impl KeySet {
             if let Some(secret) = self.hmac_secret().filter(|_| KeyType::Hmac.allows(alg)) {
                 return Ok((secret, alg));
             }
-            return Err(AuthError::invalid_token(format!(
+            return Err(AuthError::unknown_key(format!(
                 "unknown kid \"{}\": no configured key has it",
                 printable(kid)
             )));
@@ -310,7 +326,7 @@ impl KeySet {
             configured().filter(|k| k.key_type.allows(alg) && k.alg.is_none_or(|a| a == alg));
         match (candidates.next(), candidates.next()) {
             (Some(key), None) => check_usable(key, alg).map(|k| (k, alg)),
-            (None, _) => Err(AuthError::invalid_token(format!(
+            (None, _) => Err(AuthError::unknown_key(format!(
                 "no configured key accepts algorithm {alg:?}"
             ))),
             (Some(_), Some(_)) => Err(AuthError::invalid_token(format!(
@@ -494,6 +510,7 @@ fn parse_jwk(raw: &Value, origin: KeyOrigin) -> Result<Key> {
         alg,
         key_type,
         origin,
+        issuer: None,
         can_verify: use_ok && ops_ok,
         decoding,
     })

@@ -5,8 +5,11 @@
 pub mod claims;
 pub mod error;
 pub mod gcra;
+#[cfg(feature = "http")]
+pub mod http_fetch;
 pub mod key_id;
 pub mod keys;
+pub mod managed_keys;
 pub mod oauth_login;
 pub mod revocation;
 pub mod session_rules;

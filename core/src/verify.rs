@@ -137,6 +137,15 @@ pub fn verify_token(
         ));
     }
     let claims = Claims::from_payload(&decode_part(payload_b64, "payload")?)?;
+    if let Some(issuer) = &key.issuer {
+        if claims.get_path("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
+            return Err(AuthError::invalid_token(format!(
+                "the token was signed by a key of issuer \"{}\", and its iss claim names \
+                 another issuer",
+                crate::keys::printable(issuer)
+            )));
+        }
+    }
     claims.check(&policy.for_origin(key.origin), now)?;
     Ok(VerifiedToken {
         claims,

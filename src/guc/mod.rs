@@ -56,6 +56,12 @@ pub static OAUTH_AUTHN_CLAIM: GucSetting<Option<CString>> =
 #[cfg(feature = "pg18")]
 pub static OAUTH_ROLE_CLAIM: GucSetting<Option<CString>> =
     GucSetting::<Option<CString>>::new(Some(c"role"));
+/// Managed keys (see `managed_keys`): sources the background worker fetches, and its timing.
+pub static JWKS_URLS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static OIDC_ISSUERS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static HTTP_CA_FILE: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
+pub static JWKS_REFRESH_INTERVAL: GucSetting<i32> = GucSetting::<i32>::new(600);
+pub static JWKS_REFRESH_WAIT: GucSetting<i32> = GucSetting::<i32>::new(1000);
 pub static RATE_LIMIT_STORE: GucSetting<RateLimitStore> =
     GucSetting::<RateLimitStore>::new(RateLimitStore::Auto);
 pub static RATE_LIMIT_ACTION: GucSetting<RateLimitAction> =
@@ -401,6 +407,7 @@ pub fn init() {
         GucFlags::default(),
         (None, Some(config_changed_string)),
     );
+    define_managed_key_settings();
     // SAFETY: as in `define_string`: _PG_init only, 'static arguments, and the only hook is
     // `config_changed_int`, a #[pg_guard] function; an ERROR becomes a panic for _PG_init's
     // guard.
@@ -619,6 +626,58 @@ fn define_oauth_settings() {
         GucContext::Sighup,
         GucFlags::default(),
         (None, None),
+    );
+}
+
+/// Managed keys: read by the background worker and by every backend, so only postgresql.conf
+/// and ALTER SYSTEM can set them, and both see the same values after a reload.
+fn define_managed_key_settings() {
+    define_string(
+        c"pg_rls_auth.jwks_urls",
+        c"Comma-separated JWKS URLs whose keys verify tokens, fetched by a background worker.",
+        c"Needs shared_preload_libraries. https only (http only to loopback). See auth.jwks_status().",
+        &JWKS_URLS,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+        (None, Some(config_changed_string)),
+    );
+    define_string(
+        c"pg_rls_auth.oidc_issuers",
+        c"Comma-separated OpenID Connect issuers whose keys (found by discovery) verify their own tokens.",
+        c"Each is resolved through <issuer>/.well-known/openid-configuration; its keys verify only tokens whose iss is that issuer.",
+        &OIDC_ISSUERS,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+        (None, Some(config_changed_string)),
+    );
+    define_string(
+        c"pg_rls_auth.http_ca_file",
+        c"A PEM bundle of certificate authorities trusted, besides the system's, when fetching keys.",
+        c"",
+        &HTTP_CA_FILE,
+        GucContext::Sighup,
+        GucFlags::SUPERUSER_ONLY,
+        (None, None),
+    );
+    GucRegistry::define_int_guc(
+        c"pg_rls_auth.jwks_refresh_interval",
+        c"How often the background worker fetches managed keys again.",
+        c"A response's Cache-Control max-age takes its place, within 1 min to 24 h.",
+        &JWKS_REFRESH_INTERVAL,
+        60,
+        86_400,
+        GucContext::Sighup,
+        GucFlags::UNIT_S,
+    );
+    GucRegistry::define_int_guc(
+        c"pg_rls_auth.jwks_refresh_wait",
+        c"Longest a token with an unknown kid waits for the managed keys to be fetched again.",
+        c"Such refreshes happen at most once per source every 30 s; 0 never waits.",
+        &JWKS_REFRESH_WAIT,
+        0,
+        60_000,
+        GucContext::Sighup,
+        GucFlags::UNIT_MS,
     );
 }
 

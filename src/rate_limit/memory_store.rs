@@ -9,7 +9,6 @@ use crate::pg_raw;
 use pg_rls_auth_core::gcra::{Decision, Limit};
 use pg_rls_auth_core::slot_table::{max_used, slots_for_capacity, KeyId, Slot, SlotTable};
 use pgrx::pg_sys;
-use pgrx::prelude::*;
 use std::ffi::CStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -46,8 +45,6 @@ static mut SLOTS: *mut Slot = std::ptr::null_mut();
 /// Each partition's overflow cells (see `SlotTable`), as many as it has slots.
 static mut CELLS: *mut i64 = std::ptr::null_mut();
 static mut LOCKS: *mut pg_sys::LWLockPadded = std::ptr::null_mut();
-static mut PREV_SHMEM_REQUEST: pg_sys::shmem_request_hook_type = None;
-static mut PREV_SHMEM_STARTUP: pg_sys::shmem_startup_hook_type = None;
 
 fn slots_per_partition() -> usize {
     let wanted = (guc::RATE_LIMIT_SLOTS.get() as usize).div_ceil(PARTITIONS);
@@ -59,63 +56,37 @@ fn shmem_size() -> usize {
     std::mem::size_of::<Header>() + PARTITIONS * slots_per_partition() * per_slot
 }
 
-pub fn init() {
-    // SAFETY: a plain read of a PostgreSQL global, on the main thread during _PG_init.
-    if unsafe { !pg_sys::process_shared_preload_libraries_in_progress } {
-        return;
-    }
-    // SAFETY: _PG_init while preloading: the postmaster, single-threaded, before shared
-    // memory exists, so nothing reads these statics concurrently. Each previous hook is saved
-    // before ours is installed, and ours call it first. Plain writes: nothing can raise.
-    unsafe {
-        PREV_SHMEM_REQUEST = pg_sys::shmem_request_hook;
-        pg_sys::shmem_request_hook = Some(shmem_request);
-        PREV_SHMEM_STARTUP = pg_sys::shmem_startup_hook;
-        pg_sys::shmem_startup_hook = Some(shmem_startup);
-    }
-}
-
+/// Reserves the block and its locks.
+///
 /// # Safety
-/// Called only by PostgreSQL as shmem_request_hook, in the postmaster, single-threaded.
-#[pg_guard]
-unsafe extern "C-unwind" fn shmem_request() {
-    // SAFETY: this runs as shmem_request_hook (PostgreSQL 15+), the one place where
-    // RequestAddinShmemSpace and RequestNamedLWLockTranche are allowed (elsewhere they raise
-    // ERROR). Both are guarded wrappers: an ERROR becomes a panic for this #[pg_guard]. The
-    // previous hook is a raw C function pointer: an ERROR in it longjmps past this frame,
-    // which holds nothing that needs dropping. The size is the one shmem_startup claims, as
-    // pg_rls_auth.rate_limit_slots is PGC_POSTMASTER and cannot change in between.
+/// Only from `shmem::shmem_request` (the shmem_request_hook), in the postmaster.
+pub unsafe fn request_shmem() {
+    // SAFETY: the caller is shmem_request_hook, the one place where RequestAddinShmemSpace
+    // and RequestNamedLWLockTranche are allowed (elsewhere they raise ERROR). Both are guarded
+    // wrappers: an ERROR becomes a panic for the hook's #[pg_guard]. The size is the one
+    // `attach_shmem` claims, as pg_rls_auth.rate_limit_slots is PGC_POSTMASTER and cannot
+    // change in between.
     unsafe {
-        if let Some(prev) = PREV_SHMEM_REQUEST {
-            prev();
-        }
         pg_sys::RequestAddinShmemSpace(shmem_size());
         pg_sys::RequestNamedLWLockTranche(NAME.as_ptr(), PARTITIONS as i32);
     }
 }
 
+/// Finds (or creates and initialises) the block.
+///
 /// # Safety
-/// Called only by PostgreSQL as shmem_startup_hook (in the postmaster, or in each backend
-/// under EXEC_BACKEND), single-threaded, after shared memory and the LWLocks were created.
-#[pg_guard]
-unsafe extern "C-unwind" fn shmem_startup() {
-    // SAFETY: single-threaded, after CreateLWLocks (so MainLWLockArray is valid) and after
-    // shmem_request reserved shmem_size() bytes and PARTITIONS locks of our tranche.
-    // AddinShmemInitLock is held exclusively around ShmemInitStruct, as PostgreSQL requires,
-    // so exactly one process sees `found == false` and initialises the block before anyone
-    // uses it. ShmemInitStruct returns shmem_size() bytes aligned to PG_CACHE_LINE_SIZE (128),
-    // enough for Header (align 64); SLOTS starts size_of::<Header>() (a multiple of 64) in and
-    // CELLS after PARTITIONS * per slots (40 bytes, align 8): all aligned and inside the
-    // block, by shmem_size's arithmetic. The block is zeroed before Header is written, and
-    // all-zero is a valid Header and Slot. Every pg_sys call here is a guarded wrapper, and
-    // pgrx::error! panics: either becomes a panic for this #[pg_guard] (then ERROR, FATAL in
-    // the postmaster; exit releases the lock), with only `found` and `secret` (no
-    // destructors) live. The previous hook is a raw C pointer, called with nothing live.
+/// Only from `shmem::shmem_startup`, single-threaded, after `request_shmem`, with
+/// AddinShmemInitLock held exclusively.
+pub unsafe fn attach_shmem() {
+    // SAFETY: the caller holds AddinShmemInitLock, so exactly one process sees `found ==
+    // false` and initialises the block before anyone uses it. ShmemInitStruct returns
+    // shmem_size() bytes aligned to PG_CACHE_LINE_SIZE (128), enough for Header (align 64);
+    // SLOTS starts size_of::<Header>() (a multiple of 64) in and CELLS after PARTITIONS * per
+    // slots (40 bytes, align 8): all aligned and inside the block, by shmem_size's arithmetic.
+    // The block is zeroed before Header is written, and all-zero is a valid Header and Slot.
+    // Every pg_sys call here is a guarded wrapper, and pgrx::error! panics: either becomes a
+    // panic for the hook's #[pg_guard], with only `found` and `secret` (no destructors) live.
     unsafe {
-        if let Some(prev) = PREV_SHMEM_STARTUP {
-            prev();
-        }
-        pg_sys::LWLockAcquire(addin_shmem_init_lock(), pg_sys::LWLockMode::LW_EXCLUSIVE);
         let mut found = false;
         let base = pg_sys::ShmemInitStruct(NAME.as_ptr(), shmem_size(), &mut found) as *mut u8;
         HEADER = base as *mut Header;
@@ -133,19 +104,7 @@ unsafe extern "C-unwind" fn shmem_startup() {
             (*HEADER).slots_per_partition = slots_per_partition();
         }
         LOCKS = pg_sys::GetNamedLWLockTranche(NAME.as_ptr());
-        pg_sys::LWLockRelease(addin_shmem_init_lock());
     }
-}
-
-/// `AddinShmemInitLock`, a macro in C: slot 21 of the main LWLock array.
-///
-/// # Safety
-/// Only after the main LWLock array exists (CreateLWLocks); main thread.
-unsafe fn addin_shmem_init_lock() -> *mut pg_sys::LWLock {
-    // SAFETY: MainLWLockArray is valid (caller's obligation) and has far more than 22
-    // entries; AddinShmemInitLock is entry 21 in PostgreSQL 15 to 18 (lwlocknames). Only a
-    // raw pointer is formed, no reference.
-    unsafe { &raw mut (*pg_sys::MainLWLockArray.add(21)).lock }
 }
 
 pub fn available() -> bool {

@@ -19,10 +19,9 @@ use std::cell::Cell;
 /// Longest bucket + key accepted; the table store indexes them.
 const MAX_KEY_BYTES: usize = 1024;
 
-pub use memory_store::revocation_epoch;
+pub use memory_store::{attach_shmem, request_shmem, revocation_epoch};
 
 pub fn init() {
-    memory_store::init();
     table_store::init();
 }
 
