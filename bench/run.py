@@ -5,11 +5,13 @@ and starts a throwaway cluster; this script only measures and writes the report.
 
 import argparse
 import datetime
+import http.server
 import json
 import os
 import platform
 import statistics
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -149,6 +151,67 @@ class Bench:
                     self.record(case, f"[{mode}] auth.user_id() with 1,000 revocations in force",
                                 statistics.median(a for a, _ in runs), "ns/row",
                                 "none in force, alternating pairs", statistics.median(ratios), ratios)
+        self.per_row_with_managed_keys(case, net_ns)
+
+    def per_row_with_managed_keys(self, case, net_ns):
+        """auth.user_id() per row in a session verified by a key the worker fetched from
+        pg_rls_auth.jwks_urls (a JWKS served over http on loopback), with the URL configured
+        and not, alternating: the accessors read the session, never the key set."""
+        jwks = json.dumps({"keys": [self.public]}).encode()
+
+        class Jwks(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(jwks)))
+                self.end_headers()
+                self.wfile.write(jwks)
+
+            def log_message(self, *args):
+                pass
+
+        server = http.server.HTTPServer(("127.0.0.1", 0), Jwks)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_port}/jwks.json"
+
+        def configure(value):
+            with self.connect() as admin:
+                if value:
+                    admin.execute(f"ALTER SYSTEM SET pg_rls_auth.jwks_urls = '{value}'")
+                else:
+                    admin.execute("ALTER SYSTEM RESET pg_rls_auth.jwks_urls")
+                admin.execute("SELECT pg_reload_conf()")
+                deadline = time.time() + 30
+                while value and admin.execute("SELECT coalesce(sum(keys), 0) FROM auth.jwks_status()").fetchone()[0] < 1:
+                    assert time.time() < deadline, "the key refresher never fetched the JWKS"
+                    time.sleep(0.05)
+            time.sleep(0.2)  # every backend acts on the reload at its next statement
+
+        try:
+            configure(url)
+            conn = self.connect(max_parallel_workers_per_gather=0, **NO_HOIST)
+            # Another key stays configured throughout, so the session stays a verified one.
+            conn.execute("SELECT set_config('pg_rls_auth.jwks', "
+                         "auth.public_jwk(auth.generate_jwk('EdDSA'))::text, false)")
+            conn.execute("SELECT auth.jwt_session_init(%s)", [self.token])
+
+            def measure(with_url):
+                configure(url if with_url else None)
+                conn.execute("SELECT 1")
+                assert conn.execute("SHOW pg_rls_auth.jwks_urls").fetchone()[0] == (url if with_url else "")
+                assert conn.execute("SELECT auth.user_id()").fetchone()[0] == SUB
+                return net_ns(conn, "auth.user_id()", runs=1)[0]
+
+            runs = [(measure(True), measure(False)) for _ in range(PAIRS)]
+            ratios = [a / b for a, b in runs]
+            self.record(case, "[verified session] auth.user_id(), key fetched from pg_rls_auth.jwks_urls",
+                        statistics.median(a for a, _ in runs), "ns/row",
+                        "the same session with jwks_urls unset, alternating pairs",
+                        statistics.median(ratios), ratios)
+            conn.close()
+        finally:
+            configure(None)
+            server.shutdown()
 
     # -- case 2: RLS scan -----------------------------------------------------------------
     def rls_scan(self):

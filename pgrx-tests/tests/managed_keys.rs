@@ -384,6 +384,14 @@ fn the_database_owner_can_neither_force_fetches_nor_grant_them() {
     cluster.set_system("pg_rls_auth.jwks_urls", &server.url("/jwks.json"));
     let mut owner = cluster.connect("shop_owner", "shop", "");
     owner.batch_execute("CREATE EXTENSION pg_rls_auth").unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&mut owner, "jwks_status")[0].1 != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the worker never fetched the keys"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let before = server.hits("/jwks.json");
     for grant in [
         "GRANT EXECUTE ON FUNCTION auth.refresh_jwks() TO PUBLIC",

@@ -114,8 +114,11 @@ pub fn refresh_for_unknown_kid() -> bool {
     }
     let now = now_us();
     let gap_us = pg_rls_auth_core::managed_keys::UNKNOWN_KID_REFRESH_SECS as i64 * 1_000_000;
-    let markable =
-        |slot: &shared::Slot| slot.kind().is_some() && now - slot.last_kid_refresh_us >= gap_us;
+    // A clock stepped back counts as time passed: the rate limit never locks refreshes out.
+    let markable = |slot: &shared::Slot| {
+        let since = now - slot.last_kid_refresh_us;
+        slot.kind().is_some() && !(0..gap_us).contains(&since)
+    };
     // A refresh is worth waiting for when a source may be marked now, or one marked moments
     // ago is still under way (its answer may hold this kid too). Read first under the shared
     // lock: a flood of unknown kids then never queues on the exclusive one.
@@ -140,23 +143,32 @@ pub fn refresh_for_unknown_kid() -> bool {
     let Some(target) = target else {
         return false;
     };
-    shared::wake_worker()
-        && wait_for_round(
-            target,
-            Duration::from_millis(guc::JWKS_REFRESH_WAIT.get() as u64),
-        )
+    let wait = Duration::from_millis(guc::JWKS_REFRESH_WAIT.get() as u64);
+    shared::wake_worker().is_some_and(|worker| wait_for_round(target, wait, worker) == Wait::Done)
 }
 
-/// Waits until the worker has finished round `target`, or `timeout` passes; interruptible.
-fn wait_for_round(target: u64, timeout: Duration) -> bool {
+#[derive(PartialEq, Eq)]
+enum Wait {
+    Done,
+    TimedOut,
+    /// The worker stopped (or was replaced) before finishing the round.
+    WorkerGone,
+}
+
+/// Waits until the worker `worker` has finished round `target`, or `timeout` passes, or the
+/// worker stops; interruptible.
+fn wait_for_round(target: u64, timeout: Duration, worker: i32) -> Wait {
     let deadline = Instant::now() + timeout;
     loop {
         if shared::rounds_done() >= target {
-            return true;
+            return Wait::Done;
+        }
+        if shared::read(|s| s.worker_pid) != worker {
+            return Wait::WorkerGone;
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
-            return false;
+            return Wait::TimedOut;
         }
         let nap = left.min(Duration::from_millis(10)).as_millis().max(1) as std::ffi::c_long;
         // SAFETY: guarded calls on the main thread, in a SQL function's or hook's guard; only
@@ -314,22 +326,23 @@ fn refresh_jwks() -> TableIterator<
             s.refresh_all = true;
             s.rounds_started + 1
         });
-        if !shared::wake_worker() {
-            crate::errors::report(Raise::new(
-                OBJECT_NOT_IN_PREREQUISITE_STATE,
-                "the pg_rls_auth key refresher is not running",
-            ));
-        }
         // Each source takes at most two documents (discovery, JWKS), 5 s each with redirects.
         let timeout = Duration::from_secs(10 + 10 * sources.len() as u64);
-        if !wait_for_round(target, timeout) {
-            crate::errors::report(Raise::new(
-                OBJECT_NOT_IN_PREREQUISITE_STATE,
-                format!(
-                    "the pg_rls_auth key refresher did not finish within {} s",
-                    timeout.as_secs()
-                ),
-            ));
+        let failure = match shared::wake_worker().map(|w| wait_for_round(target, timeout, w)) {
+            Some(Wait::Done) => None,
+            None => Some("the pg_rls_auth key refresher is not running".to_string()),
+            Some(Wait::WorkerGone) => Some(
+                "the pg_rls_auth key refresher is not running (it stopped before the fetch \
+                 finished)"
+                    .to_string(),
+            ),
+            Some(Wait::TimedOut) => Some(format!(
+                "the pg_rls_auth key refresher did not finish within {} s",
+                timeout.as_secs()
+            )),
+        };
+        if let Some(message) = failure {
+            crate::errors::report(Raise::new(OBJECT_NOT_IN_PREREQUISITE_STATE, message));
         }
     }
     TableIterator::new(status_rows().or_report())

@@ -208,11 +208,11 @@ pub fn write<R>(f: impl FnOnce(&mut Shared) -> R) -> R {
     locked(pg_sys::LWLockMode::LW_EXCLUSIVE, |s| f(unsafe { &mut *s }))
 }
 
-/// Wakes the worker, if it runs.
-pub fn wake_worker() -> bool {
+/// Wakes the worker, if it runs: its pid.
+pub fn wake_worker() -> Option<i32> {
     read(|s| {
         if s.worker_pid == 0 || s.worker_latch.is_null() {
-            return false;
+            return None;
         }
         // SAFETY: the latch is the worker's procLatch, in PGPROC memory that lives as long
         // as shared memory; the worker clears the pointer under the exclusive lock when it
@@ -220,11 +220,11 @@ pub fn wake_worker() -> bool {
         // reused after an exit that skipped that. SetLatch cannot raise.
         unsafe {
             if (*s.worker_latch).owner_pid != s.worker_pid {
-                return false;
+                return None;
             }
             pg_sys::SetLatch(s.worker_latch);
         }
-        true
+        Some(s.worker_pid)
     })
 }
 

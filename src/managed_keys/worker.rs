@@ -8,7 +8,7 @@ use super::shared::{self, Shared};
 use super::{now_us, sources_from_settings};
 use crate::guc;
 use pg_rls_auth_core::http_fetch::Fetcher;
-use pg_rls_auth_core::managed_keys::{next_refresh_secs, shown_url, Source};
+use pg_rls_auth_core::managed_keys::{next_refresh_secs, shown_url, Source, MAX_MAX_AGE_SECS};
 use pg_rls_auth_core::AuthError;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
@@ -177,7 +177,9 @@ fn run_round(config: &Config) {
         for (i, slot) in s.slots.iter_mut().enumerate() {
             let Some(kind) = slot.kind() else { continue };
             let for_kid = std::mem::take(&mut slot.kid_refresh_pending);
-            if all || for_kid || now >= slot.next_refresh_us {
+            // A schedule further away than any refresh interval means the clock stepped back.
+            let stale = slot.next_refresh_us - now > MAX_MAX_AGE_SECS as i64 * 1_000_000;
+            if all || for_kid || stale || now >= slot.next_refresh_us {
                 due.push(Due {
                     slot: i,
                     source: Source {
