@@ -252,7 +252,7 @@ fn issuer_keys_are_discovered_and_verify_only_that_issuers_tokens() {
 }
 
 #[test]
-fn a_source_that_never_answered_verifies_nothing_and_trusts_no_claims() {
+fn a_source_that_never_answered_verifies_nothing_and_trusts_no_claims_but_pasted_keys_work() {
     let ca = TestCa::new();
     let server = HttpsServer::start(&ca);
     let cluster = cluster_trusting(&ca);
@@ -279,6 +279,14 @@ fn a_source_that_never_answered_verifies_nothing_and_trusts_no_claims() {
         .batch_execute("SELECT set_config('request.jwt.claims', '{\"sub\":\"forged\"}', false)")
         .unwrap();
     assert_eq!(user_id(&mut client), None);
+    // Keys from the settings work beside it.
+    let pasted = Key::new();
+    cluster.set_system("pg_rls_auth.jwks", &pasted.public);
+    assert_eq!(
+        user_after_init(&cluster, &pasted.token_for("p")).unwrap(),
+        Some("p".into())
+    );
+    assert!(user_after_init(&cluster, &key.token_for("u1")).is_err());
 }
 
 #[test]
