@@ -11,7 +11,7 @@ cd "$here/fuzz"
 seconds=${1:-30}
 shift || true
 targets=("$@")
-((${#targets[@]})) || targets=(verify_token jwks claims gcra slot_table)
+((${#targets[@]})) || targets=(verify_token jwks claims gcra slot_table managed_keys)
 export RUSTC_BOOTSTRAP=1
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
