@@ -478,3 +478,50 @@ fn while_the_worker_is_down_nothing_waits_for_it() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn a_postgresql_18_oauth_login_verifies_with_the_issuers_fetched_keys() {
+    if pg_major() < 18 {
+        eprintln!(
+            "PostgreSQL {}: no OAuth login before 18; not tested here",
+            pg_major()
+        );
+        return;
+    }
+    use pg_rls_auth_it::oauth_client::OAuthConn;
+    let ca = TestCa::new();
+    let server = HttpsServer::start(&ca);
+    let issuer = server.url("/idp");
+    let key = Key::new();
+    server.set(
+        "/idp/.well-known/openid-configuration",
+        Reply::json(json!({ "issuer": issuer, "jwks_uri": server.url("/idp/keys") }).to_string()),
+    );
+    server.set("/idp/keys", Reply::json(jwks(&[&key])));
+    let cluster = Cluster::start(&["oauth_validator_libraries = 'pg_rls_auth'"]);
+    cluster.setup("app", &["alice"]);
+    let ca_file = cluster.write_server_file("test-ca.pem", ca.ca_pem.as_bytes(), 0o644);
+    cluster.set_system("pg_rls_auth.http_ca_file", ca_file.to_str().unwrap());
+    cluster.set_system("pg_rls_auth.oidc_issuers", &issuer);
+    cluster.set_hba(
+        &format!(
+            "local all postgres trust\n\
+             local app all oauth issuer=\"{issuer}\" scope=\"openid\" delegate_ident_mapping=1\n"
+        ),
+        "",
+    );
+    wait_for_keys(&cluster, 1);
+    let login = |token: &str| {
+        OAuthConn::connect(cluster.socket_dir(), cluster.port(), "alice", "app", token)
+            .map_err(|e| format!("{} {}", e.code, e.message))
+    };
+    let claims = |iss: &str| json!({ "iss": iss, "sub": "user-1", "role": "alice", "scope": "openid", "exp": now() + 600 });
+    let mut alice = login(&key.token(claims(&issuer))).unwrap();
+    assert_eq!(
+        alice.one("SELECT auth.user_id()").as_deref(),
+        Some("user-1")
+    );
+    // Another key, or the same key vouching for another issuer, does not log in.
+    assert!(login(&Key::new().token(claims(&issuer))).is_err());
+    assert!(login(&key.token(claims("https://other.example/idp"))).is_err());
+}
