@@ -327,15 +327,29 @@ pub fn keep_signature_keys(document: &[u8]) -> Result<KeptKeys> {
     // Every kept key must parse as it will in each backend.
     let mut check = KeySet::new();
     check.add_managed_jwks(&jwks, None, "the JWKS")?;
-    let kids = kept
-        .iter()
-        .filter_map(|k| k.get("kid").and_then(Value::as_str).map(str::to_string))
-        .collect();
     Ok(KeptKeys {
+        kids: kids_in(&kept),
         jwks,
-        kids,
         count: kept.len(),
     })
+}
+
+/// The `kid`s of a kept key set (`KeptKeys::jwks`), in order; none for text that is not one.
+pub fn kept_kids(kept_jwks: &str) -> Vec<String> {
+    serde_json::from_str::<Value>(kept_jwks)
+        .ok()
+        .and_then(|v| {
+            v.get("keys")
+                .and_then(Value::as_array)
+                .map(|keys| kids_in(keys))
+        })
+        .unwrap_or_default()
+}
+
+fn kids_in(keys: &[Value]) -> Vec<String> {
+    keys.iter()
+        .filter_map(|k| k.get("kid").and_then(Value::as_str).map(str::to_string))
+        .collect()
 }
 
 fn is_signature_key_we_verify(key: &Map<String, Value>) -> bool {

@@ -73,6 +73,10 @@ fn provider_shaped_documents_keep_their_signature_keys_only() {
     let kid = |k: &Value| k["kid"].as_str().unwrap().to_string();
     assert_eq!(fetched.keys.kids, [kid(&rsa), kid(&ec), kid(&okp)]);
     assert!(!fetched.keys.jwks.contains("x5c") && !fetched.keys.jwks.contains("ext"));
+    assert_eq!(
+        pg_rls_auth_core::managed_keys::kept_kids(&fetched.keys.jwks),
+        fetched.keys.kids
+    );
     let mut keys = KeySet::new();
     keys.add_managed_jwks(&fetched.keys.jwks, None, "test")
         .unwrap();

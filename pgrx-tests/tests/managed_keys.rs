@@ -32,12 +32,17 @@ fn kid(key: &Key) -> String {
 /// A way to break the key server, for the failure cases.
 type Breakage<'a> = Box<dyn Fn(&mut HttpsServer) + 'a>;
 
+/// Makes `cluster` trust the test's CA (`pg_rls_auth.http_ca_file`).
+fn trust_ca(cluster: &Cluster, ca: &TestCa) {
+    let ca_file = cluster.write_server_file("test-ca.pem", ca.ca_pem.as_bytes(), 0o644);
+    cluster.set_system("pg_rls_auth.http_ca_file", ca_file.to_str().unwrap());
+}
+
 /// A preloaded cluster with database `app`, role `alice`, and the test's CA trusted.
 fn cluster_trusting(ca: &TestCa) -> Cluster {
     let cluster = Cluster::start(&[]);
     cluster.setup("app", &["alice"]);
-    let ca_file = cluster.write_server_file("test-ca.pem", ca.ca_pem.as_bytes(), 0o644);
-    cluster.set_system("pg_rls_auth.http_ca_file", ca_file.to_str().unwrap());
+    trust_ca(&cluster, ca);
     cluster
 }
 
@@ -59,17 +64,28 @@ fn status(client: &mut Client, function: &str) -> Vec<Status> {
         .collect()
 }
 
-/// Waits until the worker has fetched `keys` keys for the only source.
-fn wait_for_keys(cluster: &Cluster, keys: i32) -> Status {
+/// Waits (at most 30 s) until `auth.jwks_status()`, read on `client`, satisfies `done`.
+fn wait_for_status(client: &mut Client, done: impl Fn(&[Status]) -> bool) -> Vec<Status> {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let rows = status(&mut cluster.superuser("app"), "jwks_status");
-        if rows.len() == 1 && rows[0].1 == keys {
-            return rows[0].clone();
+        let rows = status(client, "jwks_status");
+        if done(&rows) {
+            return rows;
         }
-        assert!(Instant::now() < deadline, "never {keys} keys: {rows:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the status never got there: {rows:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Waits until the worker has fetched `keys` keys for the only source.
+fn wait_for_keys(cluster: &Cluster, keys: i32) -> Status {
+    let rows = wait_for_status(&mut cluster.superuser("app"), |rows| {
+        rows.len() == 1 && rows[0].1 == keys
+    });
+    rows[0].clone()
 }
 
 fn user_after_init(cluster: &Cluster, token: &str) -> Result<Option<String>, String> {
@@ -257,16 +273,10 @@ fn a_source_that_never_answered_verifies_nothing_and_trusts_no_claims_but_pasted
     let server = HttpsServer::start(&ca);
     let cluster = cluster_trusting(&ca);
     cluster.set_system("pg_rls_auth.jwks_urls", &server.url("/missing"));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let rows = status(&mut cluster.superuser("app"), "jwks_status");
-        if rows[0].3.as_deref().is_some_and(|e| e.contains("404")) {
-            assert_eq!(rows[0].1, 0);
-            break;
-        }
-        assert!(Instant::now() < deadline, "{rows:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let rows = wait_for_status(&mut cluster.superuser("app"), |rows| {
+        rows[0].3.as_deref().is_some_and(|e| e.contains("404"))
+    });
+    assert_eq!(rows[0].1, 0);
     let key = Key::new();
     let err = user_after_init(&cluster, &key.token_for("u1")).unwrap_err();
     assert!(
@@ -325,11 +335,7 @@ fn sources_keep_their_keys_across_reloads_and_refuse_each_others_kids() {
     let (url_a, url_b) = (server.url("/a.json"), server.url("/b.json?api_key=hunter2"));
     cluster.set_system("pg_rls_auth.jwks_urls", &format!("{url_a},{url_b}"));
     let mut admin = cluster.superuser("app");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while status(&mut admin, "jwks_status").iter().any(|r| r.1 != 1) {
-        assert!(Instant::now() < deadline, "never loaded");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_status(&mut admin, |rows| rows.iter().all(|r| r.1 == 1));
     // The status shows no URL's query: it may carry a key of the provider's.
     let mut alice = cluster.connect("alice", "app", "");
     let sources: Vec<String> = alice
@@ -387,19 +393,11 @@ fn the_database_owner_can_neither_force_fetches_nor_grant_them() {
     let cluster = Cluster::start(&[]);
     cluster.database_owned_by("shop", "shop_owner");
     cluster.sql("postgres", "CREATE ROLE mallory LOGIN");
-    let ca_file = cluster.write_server_file("test-ca.pem", ca.ca_pem.as_bytes(), 0o644);
-    cluster.set_system("pg_rls_auth.http_ca_file", ca_file.to_str().unwrap());
+    trust_ca(&cluster, &ca);
     cluster.set_system("pg_rls_auth.jwks_urls", &server.url("/jwks.json"));
     let mut owner = cluster.connect("shop_owner", "shop", "");
     owner.batch_execute("CREATE EXTENSION pg_rls_auth").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while status(&mut owner, "jwks_status")[0].1 != 1 {
-        assert!(
-            Instant::now() < deadline,
-            "the worker never fetched the keys"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_status(&mut owner, |rows| rows[0].1 == 1);
     let before = server.hits("/jwks.json");
     for grant in [
         "GRANT EXECUTE ON FUNCTION auth.refresh_jwks() TO PUBLIC",
@@ -500,8 +498,7 @@ fn a_postgresql_18_oauth_login_verifies_with_the_issuers_fetched_keys() {
     server.set("/idp/keys", Reply::json(jwks(&[&key])));
     let cluster = Cluster::start(&["oauth_validator_libraries = 'pg_rls_auth'"]);
     cluster.setup("app", &["alice"]);
-    let ca_file = cluster.write_server_file("test-ca.pem", ca.ca_pem.as_bytes(), 0o644);
-    cluster.set_system("pg_rls_auth.http_ca_file", ca_file.to_str().unwrap());
+    trust_ca(&cluster, &ca);
     cluster.set_system("pg_rls_auth.oidc_issuers", &issuer);
     cluster.set_hba(
         &format!(

@@ -9,7 +9,7 @@ mod worker;
 
 use crate::errors::{OrReport, Raise, OBJECT_NOT_IN_PREREQUISITE_STATE};
 use crate::guc;
-use pg_rls_auth_core::managed_keys::{parse_sources, shown_url, Source};
+use pg_rls_auth_core::managed_keys::{kept_kids, parse_sources, shown_url, Source};
 use pg_rls_auth_core::{AuthError, KeySet};
 use pgrx::prelude::*;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -70,9 +70,7 @@ pub fn add_keys(keys: &mut KeySet) -> Result<Option<u64>, AuthError> {
         let found = sources
             .iter()
             .map(|src| {
-                s.slots
-                    .iter()
-                    .find(|slot| slot.is(src.kind, &src.configured))
+                s.slot_of(src.kind, &src.configured)
                     .map(|slot| slot.keys.as_str().to_string())
                     .unwrap_or_default()
             })
@@ -220,20 +218,17 @@ fn status_rows() -> Result<Vec<StatusRow>, Raise> {
         sources
             .iter()
             .map(|src| {
-                s.slots
-                    .iter()
-                    .find(|slot| slot.is(src.kind, &src.configured))
-                    .map(|slot| {
-                        (
-                            slot.jwks_url.as_str().to_string(),
-                            slot.keys.as_str().to_string(),
-                            slot.key_count,
-                            slot.last_attempt_us,
-                            slot.last_success_us,
-                            slot.last_error.as_str().to_string(),
-                            slot.next_refresh_us,
-                        )
-                    })
+                s.slot_of(src.kind, &src.configured).map(|slot| {
+                    (
+                        slot.jwks_url.as_str().to_string(),
+                        slot.keys.as_str().to_string(),
+                        slot.key_count,
+                        slot.last_attempt_us,
+                        slot.last_success_us,
+                        slot.last_error.as_str().to_string(),
+                        slot.next_refresh_us,
+                    )
+                })
             })
             .collect()
     });
@@ -255,7 +250,7 @@ fn status_rows() -> Result<Vec<StatusRow>, Raise> {
                 shown_url(&source.configured),
                 (!url.is_empty()).then(|| shown_url(&url)),
                 count as i32,
-                kids_of(&keys),
+                kept_kids(&keys),
                 timestamp(attempt),
                 timestamp(success),
                 (!error.is_empty()).then_some(error),
@@ -263,20 +258,6 @@ fn status_rows() -> Result<Vec<StatusRow>, Raise> {
             ),
         })
         .collect())
-}
-
-fn kids_of(kept_jwks: &str) -> Vec<String> {
-    serde_json::from_str::<serde_json::Value>(kept_jwks)
-        .ok()
-        .and_then(|v| {
-            v.get("keys").and_then(|k| k.as_array()).map(|keys| {
-                keys.iter()
-                    .filter_map(|k| k.get("kid").and_then(|kid| kid.as_str()))
-                    .map(str::to_string)
-                    .collect()
-            })
-        })
-        .unwrap_or_default()
 }
 
 /// One row per managed key source: the keys in force and how their last fetches went. Public

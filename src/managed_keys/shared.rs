@@ -208,6 +208,13 @@ pub fn write<R>(f: impl FnOnce(&mut Shared) -> R) -> R {
     locked(pg_sys::LWLockMode::LW_EXCLUSIVE, |s| f(unsafe { &mut *s }))
 }
 
+impl Shared {
+    /// The slot of the source `kind` `configured`, if the worker has given it one.
+    pub fn slot_of(&self, kind: SourceKind, configured: &str) -> Option<&Slot> {
+        self.slots.iter().find(|slot| slot.is(kind, configured))
+    }
+}
+
 /// Wakes the worker, if it runs: its pid.
 pub fn wake_worker() -> Option<i32> {
     read(|s| {

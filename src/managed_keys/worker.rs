@@ -8,7 +8,9 @@ use super::shared::{self, Shared};
 use super::{now_us, sources_from_settings};
 use crate::guc;
 use pg_rls_auth_core::http_fetch::Fetcher;
-use pg_rls_auth_core::managed_keys::{next_refresh_secs, shown_url, Source, MAX_MAX_AGE_SECS};
+use pg_rls_auth_core::managed_keys::{
+    kept_kids, next_refresh_secs, shown_url, Source, MAX_MAX_AGE_SECS,
+};
 use pg_rls_auth_core::AuthError;
 use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags};
 use pgrx::prelude::*;
@@ -78,10 +80,7 @@ fn assign_slots(s: &mut Shared, sources: &[Source]) {
         }
     }
     for source in sources {
-        if s.slots
-            .iter()
-            .any(|slot| slot.is(source.kind, &source.configured))
-        {
+        if s.slot_of(source.kind, &source.configured).is_some() {
             continue;
         }
         // parse_sources allows at most as many sources as there are slots.
@@ -202,7 +201,7 @@ fn run_round(config: &Config) {
         // A kid another source publishes would make every backend's key set ambiguous: such
         // a set is refused here, and the source keeps its last good keys.
         let outcome = outcome.and_then(|fetched| {
-            let others = shared::read(|s| kids_of_other_slots(s, i));
+            let others = kids_of_other_slots(i);
             match fetched.keys.kids.iter().find(|kid| others.contains(*kid)) {
                 Some(kid) => Err(AuthError::bad_config(format!(
                     "kid \"{}\" is also published by another source; keeping the last good keys",
@@ -254,13 +253,17 @@ fn run_round(config: &Config) {
     shared::read(|s| s.rounds_done.store(round, Ordering::Release));
 }
 
-fn kids_of_other_slots(s: &Shared, this: usize) -> HashSet<String> {
-    s.slots
-        .iter()
-        .enumerate()
-        .filter(|(i, slot)| *i != this && slot.kind().is_some())
-        .flat_map(|(_, slot)| super::kids_of(slot.keys.as_str()))
-        .collect()
+/// The kids every other slot's keys hold: the sets are copied under the lock and parsed after.
+fn kids_of_other_slots(this: usize) -> HashSet<String> {
+    let sets: Vec<String> = shared::read(|s| {
+        s.slots
+            .iter()
+            .enumerate()
+            .filter(|(i, slot)| *i != this && slot.kind().is_some())
+            .map(|(_, slot)| slot.keys.as_str().to_string())
+            .collect()
+    });
+    sets.iter().flat_map(|jwks| kept_kids(jwks)).collect()
 }
 
 fn time_to_next_round() -> Duration {
