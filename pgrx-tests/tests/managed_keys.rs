@@ -386,6 +386,47 @@ fn sources_keep_their_keys_across_reloads_and_refuse_each_others_kids() {
 }
 
 #[test]
+fn a_source_moving_from_one_setting_to_the_other_in_one_reload_becomes_the_new_kind() {
+    // One URL that serves a JWKS and is also an issuer whose discovery names that JWKS.
+    let ca = TestCa::new();
+    let server = HttpsServer::start(&ca);
+    let url = server.url("/idp");
+    let key = Key::new();
+    server.set("/idp", Reply::json(jwks(&[&key])));
+    server.set(
+        "/idp/.well-known/openid-configuration",
+        Reply::json(json!({ "issuer": url, "jwks_uri": url }).to_string()),
+    );
+    let cluster = cluster_trusting(&ca);
+    cluster.set_system("pg_rls_auth.jwks_urls", &url);
+    wait_for_keys(&cluster, 1);
+    // Both settings change in one reload: the JWKS URL's slot must go, not be kept beside
+    // the issuer's (whose identical kid it would then refuse).
+    cluster.sql("postgres", "ALTER SYSTEM RESET pg_rls_auth.jwks_urls");
+    cluster.sql(
+        "postgres",
+        &format!(
+            "ALTER SYSTEM SET pg_rls_auth.oidc_issuers = {}",
+            quote(&url)
+        ),
+    );
+    cluster.sql("postgres", "SELECT pg_reload_conf()");
+    let mut admin = cluster.superuser("app");
+    wait_for_status(&mut admin, |rows| rows.len() == 1 && rows[0].4);
+    let rows = status(&mut admin, "refresh_jwks");
+    assert_eq!(
+        (rows.len(), rows[0].1, &rows[0].3),
+        (1, 1, &None),
+        "{rows:?}"
+    );
+    // The key now verifies only its issuer's tokens.
+    let token = key.token(json!({ "sub": "u", "iss": url, "exp": now() + 600 }));
+    assert_eq!(user_after_init(&cluster, &token).unwrap(), Some("u".into()));
+    let err = user_after_init(&cluster, &key.token_for("u")).unwrap_err();
+    assert!(err.contains("another issuer"), "{err}");
+}
+
+#[test]
 fn the_database_owner_can_neither_force_fetches_nor_grant_them() {
     let ca = TestCa::new();
     let server = HttpsServer::start(&ca);

@@ -71,9 +71,7 @@ fn read_config() -> Config {
 fn assign_slots(s: &mut Shared, sources: &[Source]) {
     let mut changed = false;
     for slot in s.slots.iter_mut() {
-        let kept = slot
-            .kind()
-            .is_some_and(|kind| sources.iter().any(|src| slot.is(kind, &src.configured)));
+        let kept = sources.iter().any(|src| slot.is(src.kind, &src.configured));
         if slot.kind().is_some() && !kept {
             slot.reset(None);
             changed = true;
