@@ -1,7 +1,8 @@
 //! Fetching a managed source's keys over HTTPS: ureq (blocking, no async runtime) over rustls
-//! (no OpenSSL), with every bound the managed keys promise — 5 s per request, 1 MiB per
-//! response, at most three redirects that keep the scheme, no proxies from the environment —
-//! and the system's root certificates plus an administrator's PEM bundle.
+//! (no OpenSSL), with every bound the managed keys promise — 5 s per document (redirects
+//! included), 1 MiB per response, at most three redirects that keep the scheme, no proxies
+//! from the environment — and the system's root certificates plus an administrator's PEM
+//! bundle.
 
 use crate::error::{AuthError, Result};
 use crate::keys::MAX_JWKS_BYTES;

@@ -55,27 +55,26 @@ fn needs_preload() -> AuthError {
     )
 }
 
-/// Adds the last good keys of every configured source to `keys`; returns the shared version
-/// they were read at (None when no source is configured).
-pub fn add_keys(keys: &mut KeySet) -> Result<Option<u64>, AuthError> {
+/// Adds the last good keys of every configured source to `keys` (`key_config::load` reads the
+/// shared version before, so a change meanwhile makes the next use load again).
+pub fn add_keys(keys: &mut KeySet) -> Result<(), AuthError> {
     let sources = sources_from_settings()?;
     if sources.is_empty() {
-        return Ok(None);
+        return Ok(());
     }
     if !shared::available() {
         return Err(needs_preload());
     }
     // Copied out under the lock; parsed after it.
-    let (version, found): (u64, Vec<String>) = shared::read(|s| {
-        let found = sources
+    let found: Vec<String> = shared::read(|s| {
+        sources
             .iter()
             .map(|src| {
                 s.slot_of(src.kind, &src.configured)
                     .map(|slot| slot.keys.as_str().to_string())
                     .unwrap_or_default()
             })
-            .collect();
-        (shared::version(), found)
+            .collect()
     });
     for (source, jwks) in sources.iter().zip(found) {
         if !jwks.is_empty() {
@@ -87,10 +86,11 @@ pub fn add_keys(keys: &mut KeySet) -> Result<Option<u64>, AuthError> {
             keys.add_managed_jwks(&jwks, source.bound_issuer(), &name)?;
         }
     }
-    Ok(Some(version))
+    Ok(())
 }
 
-/// The shared version now, to compare with `add_keys`' (cheap: an atomic read).
+/// The shared version now (cheap: an atomic read): `key_config` keeps the one its keys were
+/// read at, and `session` loads again when it moves.
 pub fn version() -> Option<u64> {
     shared::available().then(shared::version)
 }
@@ -107,7 +107,8 @@ pub fn nothing_fetched_yet() -> AuthError {
 /// most `pg_rls_auth.jwks_refresh_wait`. False, at once, when the rate limit (one such fetch
 /// per source every 30 s) allows none, or the worker does not run.
 pub fn refresh_for_unknown_kid() -> bool {
-    if !shared::available() || guc::JWKS_REFRESH_WAIT.get() == 0 {
+    // Without sources (the usual case for a pasted key), no lock is taken for nothing.
+    if !configured() || !shared::available() || guc::JWKS_REFRESH_WAIT.get() == 0 {
         return false;
     }
     let now = now_us();
