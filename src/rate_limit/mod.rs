@@ -292,7 +292,7 @@ fn check_write_rate_uuid(
     window_seconds: Option<i32>,
     bucket: Option<&str>,
 ) -> Answer<Boolean> {
-    let key = key.map(|u| u.to_string());
+    let key = key.map(|u| pg_rls_auth_core::claims::uuid_text(*u));
     check_write_rate_with(key.as_deref(), max_writes, window_seconds, bucket)
 }
 sql_function! {
