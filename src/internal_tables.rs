@@ -94,14 +94,14 @@ fn prepare(client: &SpiClient<'_>, sql: &'static str, types: &[PgOid], writes: b
     STATEMENTS.with_borrow_mut(|s| s.insert(sql, stmt));
 }
 
-/// The owner of `table`, checked at every use; None when the table does not exist (an older
+/// `table` and its owner, checked at every use; None when the table does not exist (an older
 /// version of the extension's SQL). Only a superuser can own, rename, create in or attach code
 /// to schema `_pg_rls_auth` and its tables (the extension script made them as one), so a name
 /// there cannot be redirected by the database owner who installed the extension or by anyone
 /// else. Should either not be a superuser's (a superuser changed them), this refuses rather
 /// than act for someone who could have planted code there. Read from the catalog caches: no
 /// statement runs, and a check costs a few hash lookups.
-fn owner(table: Table) -> Result<Option<pg_sys::Oid>, Raise> {
+fn owned(table: Table) -> Result<Option<(pg_sys::Oid, pg_sys::Oid)>, Raise> {
     let name = CString::new(table.name()).expect("table names have no NUL byte");
     // SAFETY: main thread, inside a transaction (a SQL function call, a statement hook or
     // pre-commit), as catalog cache lookups need. Names are NUL-terminated and outlive the
@@ -128,10 +128,10 @@ fn owner(table: Table) -> Result<Option<pg_sys::Oid>, Raise> {
                 catalog_owner(pg_sys::SysCacheIdentifier::NAMESPACEOID, schema, |t| {
                     (*pg_sys::heap_tuple_get_struct::<pg_sys::FormData_pg_namespace>(t)).nspowner
                 });
-            Some((relation_owner, schema_owner))
+            Some((relation, relation_owner, schema_owner))
         }
     };
-    let Some((Some(relation_owner), Some(schema_owner))) = owners else {
+    let Some((relation, Some(relation_owner), Some(schema_owner))) = owners else {
         return Ok(None);
     };
     // SAFETY: main thread, inside a transaction, as the syscache lookup needs. superuser_arg
@@ -147,7 +147,13 @@ fn owner(table: Table) -> Result<Option<pg_sys::Oid>, Raise> {
         )
         .detail("pg_rls_auth acts as the table's owner and refuses to for any other role."));
     }
-    Ok(Some(relation_owner))
+    Ok(Some((relation, relation_owner)))
+}
+
+/// The OID of `table`, for code that reads or writes it without running a statement; with the
+/// same checks as `as_owner`, and None when it does not exist.
+pub fn relation(table: Table) -> Result<Option<pg_sys::Oid>, Raise> {
+    Ok(owned(table)?.map(|(relation, _)| relation))
 }
 
 /// Reads the owner column of catalog object `oid` through `cache`; None when it is gone.
@@ -197,7 +203,7 @@ pub fn as_owner_if_present<R>(
     lock_timeout_ms: i32,
     f: impl FnOnce() -> R,
 ) -> Result<Option<R>, Raise> {
-    let Some(owner) = owner(table)? else {
+    let Some((_, owner)) = owned(table)? else {
         return Ok(None);
     };
     let (mut user, mut context) = (pg_sys::Oid::INVALID, 0);

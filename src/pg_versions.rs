@@ -8,6 +8,8 @@
 //! | reading another extension's setting per row | array slot found once, confirmed per call | `GetConfigOption` (a hash lookup) | as 16 |
 //! | `ExecutorRun_hook` | takes `execute_once` | as 15 | no `execute_once` |
 //! | `expression_tree_mutator` | a function | a macro over `expression_tree_mutator_impl` | as 16 |
+//! | `heap_update` | HOT shown on the new tuple | also reports which indexes need entries | as 16 |
+//! | `index_beginscan` | no instrumentation | as 15 | takes an instrumentation pointer |
 //!
 //! 16 is compiled only where a PostgreSQL 16 is installed, and is not tested (see README).
 
@@ -282,5 +284,81 @@ pub unsafe fn expression_tree_mutator(
     // SAFETY: caller's obligation; the callback type is the one PostgreSQL declares.
     unsafe {
         pg_sys::expression_tree_mutator_impl(node, Some(mutator), context)
+    }
+}
+
+/// Starts a scan of `index` on `heap` with `nkeys` keys (set by `index_rescan`).
+///
+/// # Safety
+/// As `pg_sys::index_beginscan`: main thread, in a transaction, both relations open and locked,
+/// `snapshot` valid until the scan ends. Guarded wrapper: an ERROR becomes a panic.
+pub unsafe fn index_beginscan(
+    heap: pg_sys::Relation,
+    index: pg_sys::Relation,
+    snapshot: pg_sys::Snapshot,
+    nkeys: std::ffi::c_int,
+) -> pg_sys::IndexScanDesc {
+    #[cfg(not(feature = "pg18"))]
+    // SAFETY: the caller's obligations.
+    unsafe {
+        pg_sys::index_beginscan(heap, index, snapshot, nkeys, 0)
+    }
+    #[cfg(feature = "pg18")]
+    // SAFETY: the caller's obligations; no instrumentation (NULL is allowed).
+    unsafe {
+        pg_sys::index_beginscan(heap, index, snapshot, std::ptr::null_mut(), nkeys, 0)
+    }
+}
+
+/// `heap_update` of the tuple at `otid` to `newtup` in command `cid`, without waiting for any
+/// other transaction and without a crosscheck snapshot: the result, and whether the new
+/// version needs index entries (it is not a HOT update).
+///
+/// # Safety
+/// As `pg_sys::heap_update`: main thread, in a transaction that may write and is not in parallel
+/// mode; `heap` open with RowExclusiveLock; `newtup` formed with `heap`'s descriptor; the tuple
+/// at `otid` visible to `cid` (else it raises). Guarded wrapper: an ERROR becomes a panic.
+pub unsafe fn heap_update_no_wait(
+    heap: pg_sys::Relation,
+    otid: pg_sys::ItemPointer,
+    newtup: pg_sys::HeapTuple,
+    cid: pg_sys::CommandId,
+) -> (pg_sys::TM_Result::Type, bool) {
+    let mut failure = pg_sys::TM_FailureData::default();
+    let mut lock_mode = pg_sys::LockTupleMode::LockTupleExclusive;
+    #[cfg(feature = "pg15")]
+    // SAFETY: the caller's obligations; `failure` and `lock_mode` are valid out-parameters.
+    // On 15 a HOT update marks the new tuple heap-only (HEAP_ONLY_TUPLE in t_infomask2).
+    unsafe {
+        let result = pg_sys::heap_update(
+            heap,
+            otid,
+            newtup,
+            cid,
+            std::ptr::null_mut(),
+            false,
+            &mut failure,
+            &mut lock_mode,
+        );
+        let heap_only = (*(*newtup).t_data).t_infomask2 & pg_sys::HEAP_ONLY_TUPLE as u16 != 0;
+        (result, !heap_only)
+    }
+    #[cfg(not(feature = "pg15"))]
+    // SAFETY: the caller's obligations; `failure`, `lock_mode` and `indexes` are valid
+    // out-parameters.
+    unsafe {
+        let mut indexes = pg_sys::TU_UpdateIndexes::TU_All;
+        let result = pg_sys::heap_update(
+            heap,
+            otid,
+            newtup,
+            cid,
+            std::ptr::null_mut(),
+            false,
+            &mut failure,
+            &mut lock_mode,
+            &mut indexes,
+        );
+        (result, indexes == pg_sys::TU_UpdateIndexes::TU_All)
     }
 }

@@ -426,3 +426,93 @@ fn stores_across_a_restart() {
         "table store lost state"
     );
 }
+
+/// The table store's common case replaces a row without a statement (`table_heap`). When the
+/// row's page is full the new version lands on another page and needs its own index entry:
+/// 300 keys fill the table's pages, then one transaction checks each again. Every row must
+/// then still be found through the primary key, with the state that check wrote.
+#[test]
+fn table_store_rows_stay_indexed_when_updates_leave_their_page() {
+    let cluster = limiter_cluster();
+    let mut c = cluster.superuser("app");
+    c.batch_execute("SET pg_rls_auth.rate_limit_store = 'table'")
+        .unwrap();
+    let keys = 300;
+    let check_all = |c: &mut Client| -> i64 {
+        c.query_one(
+            "SELECT count(*) FILTER (WHERE auth.check_write_rate('k' || i, 2, $1, 'pages')) \
+             FROM generate_series(1, $2) i",
+            &[&YEAR, &keys],
+        )
+        .unwrap()
+        .get(0)
+    };
+    c.batch_execute("SET pg_rls_auth.rate_limit_action = 'deny'")
+        .unwrap();
+    assert_eq!(check_all(&mut c), i64::from(keys), "first writes");
+    c.batch_execute("BEGIN").unwrap();
+    assert_eq!(check_all(&mut c), i64::from(keys), "second writes");
+    let (updated, hot): (i64, i64) = {
+        let row = c
+            .query_one(
+                "SELECT pg_stat_get_xact_tuples_updated(r), pg_stat_get_xact_tuples_hot_updated(r) \
+                 FROM CAST('_pg_rls_auth.write_rate_state' AS regclass) r",
+                &[],
+            )
+            .unwrap();
+        (row.get(0), row.get(1))
+    };
+    c.batch_execute("COMMIT").unwrap();
+    assert_eq!(updated, i64::from(keys), "one update per key");
+    assert!(
+        hot < updated,
+        "no update left its page ({hot} of {updated} HOT)"
+    );
+    c.batch_execute("SET enable_seqscan = off; SET enable_bitmapscan = off")
+        .unwrap();
+    let plan: String = c
+        .query(
+            "EXPLAIN SELECT count(*) FROM _pg_rls_auth.write_rate_state WHERE id >= ''::bytea",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|row| row.get::<_, String>(0))
+        .collect();
+    assert!(plan.contains("Index"), "not read through the index: {plan}");
+    let indexed: i64 = c
+        .query_one(
+            "SELECT count(*) FROM _pg_rls_auth.write_rate_state WHERE id >= ''::bytea",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(indexed, i64::from(keys), "rows found through the index");
+    assert_eq!(check_all(&mut c), 0, "third writes, over the limit of 2");
+    if c.batch_execute("CREATE EXTENSION IF NOT EXISTS amcheck")
+        .is_ok()
+    {
+        c.batch_execute(
+            "SELECT bt_index_parent_check('_pg_rls_auth.write_rate_state_pkey', true, true)",
+        )
+        .unwrap();
+    }
+}
+
+/// In REPEATABLE READ a check counts against the key's latest state, not the snapshot's: a
+/// write another transaction committed since is counted, and is no serialization failure.
+#[test]
+fn table_store_repeatable_read_counts_writes_committed_since_the_snapshot() {
+    let cluster = limiter_cluster();
+    let mut a = cluster.connect("tab", "app", TIMEOUTS);
+    let mut b = cluster.connect("tab", "app", TIMEOUTS);
+    assert!(check(&mut a, "k", 2, "rr", false), "the first write");
+    a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
+        .unwrap();
+    assert!(check(&mut b, "k", 2, "rr", false), "the second write");
+    assert!(
+        !check(&mut a, "k", 2, "rr", false),
+        "a third write admitted from the snapshot's state"
+    );
+    a.batch_execute("COMMIT").unwrap();
+}

@@ -364,6 +364,31 @@ fn a_table_store_check_waits_a_bounded_time_and_storage_stays_bounded() {
     check(&mut alice, "alice", 1000, 3600, "posts").unwrap();
     mallory.batch_execute("ROLLBACK").unwrap();
     check(&mut alice, "alice", 1000, 3600, "comments").unwrap();
+    // A key whose row exists, held the same way (that check replaced the row in place), and
+    // the whole table locked by a superuser: the same bounded wait, then 55P03.
+    check(&mut mallory, "alice", 1000, 3600, "replies").unwrap();
+    mallory
+        .batch_execute("BEGIN; SELECT auth.check_write_rate('alice', 1000, 3600, 'replies')")
+        .unwrap();
+    let mut admin = cluster.superuser("app");
+    for (holder, hold, release) in [
+        (&mut mallory, None, "ROLLBACK"),
+        (
+            &mut admin,
+            Some("BEGIN; LOCK TABLE _pg_rls_auth.write_rate_state IN EXCLUSIVE MODE"),
+            "ROLLBACK",
+        ),
+    ] {
+        if let Some(hold) = hold {
+            holder.batch_execute(hold).unwrap();
+        }
+        let start = Instant::now();
+        let err = check(&mut alice, "alice", 1000, 3600, "replies").unwrap_err();
+        assert!(err.starts_with("55P03"), "{err}");
+        assert!(start.elapsed() < Duration::from_secs(5), "waited too long");
+        holder.batch_execute(release).unwrap();
+    }
+    check(&mut alice, "alice", 1000, 3600, "replies").unwrap();
 
     // 3,000 long keys, one transaction each: a row costs the same whatever the key's length.
     for i in 0..3000 {
@@ -392,8 +417,9 @@ fn a_table_store_check_waits_a_bounded_time_and_storage_stays_bounded() {
     for i in 0..250 {
         check(&mut mallory, &format!("late{i}"), 1, 1, "x").unwrap();
     }
-    // What remains: the 250 new keys' rows, and alice's two (her hour-long windows are in use).
-    assert!(rows(&cluster) <= 252, "{} rows remain", rows(&cluster));
+    // What remains: the 250 new keys' rows, and alice's three (her hour-long windows are in
+    // use).
+    assert!(rows(&cluster) <= 253, "{} rows remain", rows(&cluster));
 }
 
 #[test]

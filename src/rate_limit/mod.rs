@@ -2,6 +2,7 @@
 //! stores, chosen by `pg_rls_auth.rate_limit_store`.
 
 mod memory_store;
+mod table_heap;
 mod table_store;
 
 use crate::errors::{

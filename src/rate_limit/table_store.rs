@@ -2,11 +2,14 @@
 //! state in `_pg_rls_auth.write_rate_state`, updated in the caller's transaction and kept
 //! across restarts.
 //!
-//! One statement: the first check of a key in a transaction is a single `INSERT … ON CONFLICT
-//! DO UPDATE … RETURNING` that performs the GCRA step in SQL (`gcra::UpsertStep`, whose rule the
-//! core proves equal to `gcra::decide`): it creates the key's row or advances it when the write
-//! is admitted, and locks the row either way. Only a refused write (or a row kept in another
-//! limit's units) costs a second statement, to read the state for the answer.
+//! No statement in the common case: the first check of a key in a transaction whose row exists
+//! and is held by no other transaction reads and replaces (or, refused, locks) the row through
+//! the heap directly (`table_heap`). Otherwise it is a single `INSERT … ON CONFLICT DO UPDATE
+//! … RETURNING` that performs the GCRA step in SQL (`gcra::UpsertStep`, whose rule the core
+//! proves equal to `gcra::decide`): it creates the key's row or advances it when the write is
+//! admitted, waiting for a transaction that holds it, and locks the row either way. Only a
+//! refused write (or a row kept in another limit's units) then costs a second statement, to
+//! read the state for the answer.
 //!
 //! Exact under concurrency: that row lock makes concurrent transactions on one key queue, each
 //! waiting at most `pg_rls_auth.rate_limit_lock_timeout` (then SQLSTATE 55P03). Linear inside a
@@ -26,6 +29,7 @@
 //! Privileges: ordinary roles cannot touch the table. The store acts as the table's owner, a
 //! superuser, so it must never run anything another role controls (see `internal_tables`).
 
+use super::table_heap::{self, Step};
 use crate::errors::{Raise, INVALID_PARAMETER_VALUE};
 use crate::guc;
 use crate::internal_tables::{self, Table};
@@ -232,6 +236,9 @@ pub fn decide(
         let mut state = parse_state(as_owner(|| run(READ_ROW, args(), &key_types()))?)?;
         return Ok(gcra_decide(&mut state, limit, now_ns, false));
     }
+    if let Some(decision) = decide_in_place(id, limit, now_ns)? {
+        return Ok(decision);
+    }
     let step = UpsertStep::new(limit, now_ns);
     let fresh = State {
         tat: step.fresh_tat,
@@ -281,6 +288,41 @@ pub fn decide(
             (state, d, d.allowed)
         }
     };
+    remember(id, state, limit, dirty);
+    Ok(decision)
+}
+
+/// The common case without a statement (see `table_heap`): the key's row exists and nobody
+/// else holds it. None when that is not so; nothing changed then.
+fn decide_in_place(id: [u8; 16], limit: Limit, now_ns: i128) -> Result<Option<Decision>, Raise> {
+    let mut decided = None;
+    let settled = table_heap::settle_unheld(&id, |tat, scale| {
+        let Ok(mut state) = parse_state(Some((tat.to_owned(), scale))) else {
+            return Step::Decline;
+        };
+        let decision = gcra_decide(&mut state, limit, now_ns, true);
+        decided = Some((state, decision));
+        if decision.allowed {
+            Step::Write {
+                tat: state.tat.to_string(),
+                scale: state.scale as i32,
+                free_at: free_at(state, window_ns(limit)),
+            }
+        } else {
+            Step::Hold
+        }
+    })?;
+    Ok(match (settled, decided) {
+        (true, Some((state, decision))) => {
+            remember(id, state, limit, false);
+            Some(decision)
+        }
+        _ => None,
+    })
+}
+
+/// Keeps this transaction's copy of key `id`'s state, whose row it now holds.
+fn remember(id: [u8; 16], state: State, limit: Limit, dirty: bool) {
     // SAFETY: main thread; a plain read of the current transaction state: cannot raise.
     let level = unsafe { pg_sys::GetCurrentTransactionNestLevel() };
     BACKEND.with_borrow_mut(|b| {
@@ -294,7 +336,6 @@ pub fn decide(
             },
         )
     });
-    Ok(decision)
 }
 
 /// Writes back every key this transaction changed, once each; then, when it added rows,
