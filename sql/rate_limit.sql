@@ -64,9 +64,9 @@ SELECT auth.check_write_rate('dave', 2, 3600);
 SELECT auth.check_write_rate('dave', 4, 3600) FROM generate_series(1, 2);
 SELECT allowed, remaining FROM auth.write_rate_status('dave', 4, 3600);
 RESET ROLE;
--- One statement: a key's first check in a transaction writes its row in that statement (one
--- update, nothing inserted, at most the index probe of its conflict check read); the later
--- checks in the transaction touch the table not at all until the write-back at commit.
+-- A key's first check in a transaction writes its row at once (one update, nothing inserted,
+-- at most one index read); the later checks in the transaction touch the table not at all
+-- until the write-back at commit.
 CREATE FUNCTION pg_temp.state_activity() RETURNS TABLE (reads bigint, inserts bigint, updates bigint)
   LANGUAGE sql AS $$
   SELECT coalesce(seq_scan, 0) + coalesce(idx_scan, 0), n_tup_ins, n_tup_upd
@@ -82,6 +82,10 @@ SELECT reads - :before_reads <= 1 AS at_most_one_read, inserts - :before_inserts
        updates - :before_updates AS updates FROM pg_temp.state_activity();
 COMMIT;
 SELECT allowed, remaining FROM auth.write_rate_status('erin', 100, 3600);
+-- A read-only transaction cannot spend, even on a key whose row exists.
+BEGIN READ ONLY;
+SELECT auth.check_write_rate('erin', 100, 3600);
+ROLLBACK;
 SELECT count(*) AS rows, min(scale) AS min_scale, max(scale) AS max_scale FROM _pg_rls_auth.write_rate_state;
 SELECT store, slots_used FROM auth.write_rate_stats();
 SELECT auth.reset_write_rate('bob');
