@@ -310,15 +310,15 @@ pub unsafe fn index_beginscan(
     }
 }
 
-/// `heap_update` of the tuple at `otid` to `newtup` in command `cid`, without waiting for any
-/// other transaction and without a crosscheck snapshot: the result, and whether the new
-/// version needs index entries (it is not a HOT update).
+/// `heap_update` of the tuple at `otid` to `newtup` in command `cid`, without a crosscheck
+/// snapshot: the result, and whether the new version needs index entries (it is not a HOT
+/// update). It waits for any other transaction that holds the tuple: callers lock it first.
 ///
 /// # Safety
 /// As `pg_sys::heap_update`: main thread, in a transaction that may write and is not in parallel
 /// mode; `heap` open with RowExclusiveLock; `newtup` formed with `heap`'s descriptor; the tuple
 /// at `otid` visible to `cid` (else it raises). Guarded wrapper: an ERROR becomes a panic.
-pub unsafe fn heap_update_no_wait(
+pub unsafe fn heap_update(
     heap: pg_sys::Relation,
     otid: pg_sys::ItemPointer,
     newtup: pg_sys::HeapTuple,
@@ -336,7 +336,7 @@ pub unsafe fn heap_update_no_wait(
             newtup,
             cid,
             std::ptr::null_mut(),
-            false,
+            true,
             &mut failure,
             &mut lock_mode,
         );
@@ -354,7 +354,7 @@ pub unsafe fn heap_update_no_wait(
             newtup,
             cid,
             std::ptr::null_mut(),
-            false,
+            true,
             &mut failure,
             &mut lock_mode,
             &mut indexes,

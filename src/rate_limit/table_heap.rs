@@ -1,15 +1,15 @@
 //! The table store's common case, done without running a statement: the first check of a key
 //! in a transaction, when the key's row exists and nobody else holds it. The row is found
 //! through the primary key with a dirty snapshot (its latest version, whatever the
-//! transaction's snapshot) and, for an admitted write, replaced by one `heap_update` that does
-//! not wait; for a refused one, locked by `heap_lock_tuple` without waiting. That is what the
-//! store's `INSERT … ON CONFLICT DO UPDATE` does, without its executor start-up, speculative
-//! insertion check and separate row lock, and without acting as the owner: no statement runs,
-//! so no name, operator or trigger is looked up, and nothing another role wrote can run.
+//! transaction's snapshot), locked by `heap_lock_tuple` without waiting and, for an admitted
+//! write, replaced by `heap_update`. That is what the store's `INSERT … ON CONFLICT DO UPDATE`
+//! does (lock, then update), without its executor start-up and speculative insertion check,
+//! and without acting as the owner: no statement runs, so no name, operator or trigger is
+//! looked up, and nothing another role wrote can run.
 //!
-//! Exact: both calls return TM_Ok only when, under the page's lock, the version read is still
-//! the latest and no other transaction holds it; the row is then held for this transaction
-//! until it ends, as the statement's row lock would. Anything else (no row yet, a row another
+//! Exact: the lock is granted only when, under the page's lock, the version read is still the
+//! latest and no other transaction holds it; the row is then held for this transaction until
+//! it ends, as the statement's row lock would. Anything else (no row yet, a row another
 //! transaction holds or has just replaced, a read-only or parallel transaction, a table or
 //! index not as the extension made it) changes nothing and returns false: the store's
 //! statement path then waits, inserts and raises as before.
@@ -191,7 +191,7 @@ unsafe fn settle(
     // the by-reference values point into the pinned buffer and are copied by numeric_out and
     // heap_form_tuple before the slot is dropped. numeric_in gets a NUL-terminated string
     // (our own decimal digits) that outlives the call. heap_lock_tuple reads the tuple at
-    // `locked.t_self` and returns its buffer pinned, released at once.
+    // `locked.t_self` and returns its buffer pinned (on every path), released at once.
     unsafe {
         let tuple = pg_sys::ExecFetchSlotHeapTuple(slot, false, std::ptr::null_mut());
         let fields = (*(*tuple).t_data).t_choice.t_heap;
@@ -218,34 +218,42 @@ unsafe fn settle(
         let Some(tat) = tat else {
             return false;
         };
-        let cid = pg_sys::GetCurrentCommandId(true);
-        let (tat, scale, free_at) = match step(&tat, values[2].value() as i32) {
+        let write = match step(&tat, values[2].value() as i32) {
             Step::Write {
                 tat,
                 scale,
                 free_at,
-            } => (tat, scale, free_at),
+            } => Some((tat, scale, free_at)),
+            Step::Hold => None,
             Step::Decline => return false,
-            Step::Hold => {
-                let mut locked = pg_sys::HeapTupleData {
-                    t_self: (*slot).tts_tid,
-                    ..Default::default()
-                };
-                let mut buffer: pg_sys::Buffer = 0;
-                let mut failure = pg_sys::TM_FailureData::default();
-                let result = pg_sys::heap_lock_tuple(
-                    heap,
-                    &mut locked,
-                    cid,
-                    pg_sys::LockTupleMode::LockTupleNoKeyExclusive,
-                    pg_sys::LockWaitPolicy::LockWaitSkip,
-                    false,
-                    &mut buffer,
-                    &mut failure,
-                );
-                pg_sys::ReleaseBuffer(buffer);
-                return result == pg_sys::TM_Result::TM_Ok;
-            }
+        };
+        // Hold the row without waiting (as SKIP LOCKED does): TM_Ok only when the version read
+        // is still the latest and no other transaction holds it, so the step was taken on the
+        // current state. The update below then finds the row held by this transaction alone
+        // and does not wait either.
+        let cid = pg_sys::GetCurrentCommandId(true);
+        let mut locked = pg_sys::HeapTupleData {
+            t_self: (*slot).tts_tid,
+            ..Default::default()
+        };
+        let mut buffer: pg_sys::Buffer = 0;
+        let mut failure = pg_sys::TM_FailureData::default();
+        let held = pg_sys::heap_lock_tuple(
+            heap,
+            &mut locked,
+            cid,
+            pg_sys::LockTupleMode::LockTupleNoKeyExclusive,
+            pg_sys::LockWaitPolicy::LockWaitSkip,
+            false,
+            &mut buffer,
+            &mut failure,
+        );
+        pg_sys::ReleaseBuffer(buffer);
+        if held != pg_sys::TM_Result::TM_Ok {
+            return false;
+        }
+        let Some((tat, scale, free_at)) = write else {
+            return true;
         };
         let tat = CString::new(tat).expect("digits have no NUL byte");
         let Some(tat) = pgrx::direct_function_call_as_datum(
@@ -271,8 +279,7 @@ unsafe fn settle(
             new_nulls.as_mut_ptr(),
         );
         let mut otid = (*slot).tts_tid;
-        let (result, needs_index_entry) =
-            pg_versions::heap_update_no_wait(heap, &mut otid, new, cid);
+        let (result, needs_index_entry) = pg_versions::heap_update(heap, &mut otid, new, cid);
         if result != pg_sys::TM_Result::TM_Ok {
             return false;
         }
