@@ -499,20 +499,113 @@ fn table_store_rows_stay_indexed_when_updates_leave_their_page() {
     }
 }
 
-/// In REPEATABLE READ a check counts against the key's latest state, not the snapshot's: a
-/// write another transaction committed since is counted, and is no serialization failure.
+/// `check_write_rate(key, 4, YEAR, bucket)` in `c`'s transaction: its SQLSTATE if it failed.
+fn check_fails(c: &mut Client, key: &str, bucket: &str) -> Option<String> {
+    c.query_one(
+        "SELECT auth.check_write_rate($1::text, 4, $2, $3)",
+        &[&key, &YEAR, &bucket],
+    )
+    .err()
+    .map(|e| sqlstate(&e).unwrap_or_else(|| panic!("not a server error: {e}")))
+}
+
+/// Another transaction writes a key after this one began, then this one checks the key twice.
+/// READ COMMITTED counts that write and commits on top of it. REPEATABLE READ and SERIALIZABLE
+/// fail the first check with 40001 (the one serialization failure this suite expects): never
+/// admit checks from the snapshot's state, nor admit them and then fail at commit, when their
+/// state is written back.
 #[test]
-fn table_store_repeatable_read_counts_writes_committed_since_the_snapshot() {
+fn table_store_checks_after_a_concurrent_write_in_every_isolation_level() {
     let cluster = limiter_cluster();
     let mut a = cluster.connect("tab", "app", TIMEOUTS);
     let mut b = cluster.connect("tab", "app", TIMEOUTS);
-    assert!(check(&mut a, "k", 2, "rr", false), "the first write");
-    a.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1")
-        .unwrap();
-    assert!(check(&mut b, "k", 2, "rr", false), "the second write");
-    assert!(
-        !check(&mut a, "k", 2, "rr", false),
-        "a third write admitted from the snapshot's state"
+    for level in ["READ COMMITTED", "REPEATABLE READ", "SERIALIZABLE"] {
+        let bucket = level;
+        assert!(
+            check(&mut a, "k", 4, bucket, false),
+            "{level}: the first write"
+        );
+        let begin = format!("BEGIN ISOLATION LEVEL {level}; SELECT 1");
+        a.batch_execute(&begin).unwrap();
+        assert!(
+            check(&mut b, "k", 4, bucket, false),
+            "{level}: the second write"
+        );
+        let third = check_fails(&mut a, "k", bucket);
+        if level == "READ COMMITTED" {
+            assert_eq!(third, None, "{level}: the third write");
+            assert_eq!(
+                check_fails(&mut a, "k", bucket),
+                None,
+                "{level}: the fourth"
+            );
+            a.batch_execute("COMMIT").unwrap();
+        } else {
+            assert_eq!(third.as_deref(), Some("40001"), "{level}: the third write");
+            a.batch_execute("ROLLBACK").unwrap();
+            // Begun after the second write: both checks admitted, and written back at commit.
+            a.batch_execute(&begin).unwrap();
+            assert_eq!(
+                check_fails(&mut a, "k", bucket),
+                None,
+                "{level}: the third write"
+            );
+            assert_eq!(
+                check_fails(&mut a, "k", bucket),
+                None,
+                "{level}: the fourth"
+            );
+            a.batch_execute("COMMIT").unwrap();
+        }
+        assert!(
+            !check(&mut b, "k", 4, bucket, false),
+            "{level}: a fifth write"
+        );
+    }
+}
+
+/// A superuser's change to the state table that an UPDATE statement honours is honoured by
+/// every check of a key whose row exists, the common case included: a CHECK constraint, a
+/// trigger.
+#[test]
+fn table_store_honours_what_a_superuser_adds_to_its_table() {
+    let cluster = limiter_cluster();
+    let mut a = cluster.connect("tab", "app", TIMEOUTS);
+    let mut su = cluster.superuser("app");
+    for key in ["checked", "triggered"] {
+        assert_eq!(
+            check_fails(&mut a, key, "t"),
+            None,
+            "the first write of {key}"
+        );
+    }
+    let table = "_pg_rls_auth.write_rate_state";
+    su.batch_execute(&format!(
+        "ALTER TABLE {table} ADD CONSTRAINT never CHECK (free_at < 0) NOT VALID"
+    ))
+    .unwrap();
+    assert_eq!(
+        check_fails(&mut a, "checked", "t").as_deref(),
+        Some("23514"),
+        "a write against the CHECK constraint"
     );
-    a.batch_execute("COMMIT").unwrap();
+    su.batch_execute(&format!(
+        "ALTER TABLE {table} DROP CONSTRAINT never; \
+         CREATE TABLE public.updates (id bytea); \
+         CREATE FUNCTION public.note_update() RETURNS trigger LANGUAGE plpgsql \
+         AS $$BEGIN INSERT INTO public.updates VALUES (NEW.id); RETURN NEW; END$$; \
+         CREATE TRIGGER note AFTER UPDATE ON {table} \
+         FOR EACH ROW EXECUTE FUNCTION public.note_update()"
+    ))
+    .unwrap();
+    assert_eq!(
+        check_fails(&mut a, "triggered", "t"),
+        None,
+        "a second write"
+    );
+    let noted: i64 = su
+        .query_one("SELECT count(*) FROM public.updates", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(noted, 1, "the trigger saw the update");
 }

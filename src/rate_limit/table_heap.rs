@@ -1,18 +1,24 @@
 //! The table store's common case, done without running a statement: the first check of a key
-//! in a transaction, when the key's row exists and nobody else holds it. The row is found
-//! through the primary key with a dirty snapshot (its latest version, whatever the
-//! transaction's snapshot), locked by `heap_lock_tuple` without waiting and, for an admitted
-//! write, replaced by `heap_update`. That is what the store's `INSERT … ON CONFLICT DO UPDATE`
-//! does (lock, then update), without its executor start-up and speculative insertion check,
-//! and without acting as the owner: no statement runs, so no name, operator or trigger is
-//! looked up, and nothing another role wrote can run.
+//! in a READ COMMITTED transaction, when the key's row exists and nobody else holds it. The row
+//! is found through the primary key with a dirty snapshot (its latest version, as an UPDATE
+//! under READ COMMITTED acts on), locked by `heap_lock_tuple` without waiting and, for an
+//! admitted write, replaced by `heap_update`. That is what the store's `INSERT … ON CONFLICT DO
+//! UPDATE` does (lock, then update), without its executor start-up and speculative insertion
+//! check, and without acting as the owner: no statement runs, so no name, operator or trigger
+//! is looked up, and nothing another role wrote can run.
 //!
 //! Exact: the lock is granted only when, under the page's lock, the version read is still the
 //! latest and no other transaction holds it; the row is then held for this transaction until
 //! it ends, as the statement's row lock would. Anything else (no row yet, a row another
-//! transaction holds or has just replaced, a read-only or parallel transaction, a table or
-//! index not as the extension made it) changes nothing and returns false: the store's
-//! statement path then waits, inserts and raises as before.
+//! transaction holds or has just replaced, a transaction that is read-only, parallel or uses
+//! one snapshot throughout, a table or index not as the extension made it) changes nothing and
+//! returns false: the store's statement path then waits, inserts and raises as before.
+//!
+//! Why not under REPEATABLE READ or SERIALIZABLE: there the latest version may be newer than
+//! the transaction's snapshot. Writing on top of it would leave the transaction seeing two
+//! versions of the row (the snapshot's and its own), so its later statements on the row (the
+//! write-back at commit, `reset`) would fail with 40001 after checks were admitted; and a read
+//! through a dirty snapshot takes no predicate lock. The statement path raises 40001 at once.
 
 use crate::errors::Raise;
 use crate::internal_tables::{self, Table};
@@ -46,9 +52,14 @@ pub enum Step {
 /// Applies `step(tat, scale)` to the latest version of key `id`'s row, if that row exists and
 /// nobody else holds it. Returns whether it did; when false, nothing changed.
 pub fn settle_unheld(id: &[u8; 16], step: impl FnOnce(&str, i32) -> Step) -> Result<bool, Raise> {
-    // SAFETY: main thread, in a SQL function call: reads a backend global and the parallel
-    // state; neither raises.
-    if unsafe { pg_sys::XactReadOnly || pg_sys::IsInParallelMode() } {
+    // SAFETY: main thread, in a SQL function call: reads backend globals and the parallel
+    // state; none raises.
+    let read_committed = unsafe {
+        !pg_sys::XactReadOnly
+            && !pg_sys::IsInParallelMode()
+            && pg_sys::XactIsoLevel < pg_sys::XACT_REPEATABLE_READ as i32
+    };
+    if !read_committed {
         return Ok(false);
     }
     let Some(relid) = internal_tables::relation(Table::WriteRateState)? else {
@@ -58,7 +69,8 @@ pub fn settle_unheld(id: &[u8; 16], step: impl FnOnce(&str, i32) -> Step) -> Res
     // SAFETY: main thread, in a transaction that may write and is not parallel (checked above).
     // The relation is the extension's table, found by OID after `relation`'s ownership checks;
     // it is opened only once locked (RowExclusiveLock, as an UPDATE takes, kept until the
-    // transaction ends; taking it processes pending invalidations). Every pg_sys call is
+    // transaction ends; taking it processes pending invalidations; a table dropped since
+    // `relation` looked is left to the statement path). Every pg_sys call is
     // pgrx's guarded wrapper: an ERROR becomes a panic that unwinds through these frames,
     // dropping only Rust values (`key`'s datum is palloc'd, not dropped); the abort then
     // releases the relations, scan, slot and buffer pins through the resource owner. Each
@@ -70,7 +82,10 @@ pub fn settle_unheld(id: &[u8; 16], step: impl FnOnce(&str, i32) -> Step) -> Res
         {
             return Ok(false);
         }
-        let heap = pg_sys::table_open(relid, pg_sys::NoLock as pg_sys::LOCKMODE);
+        let heap = pg_sys::try_table_open(relid, pg_sys::NoLock as pg_sys::LOCKMODE);
+        if heap.is_null() {
+            return Ok(false);
+        }
         let index = primary_key(heap);
         let settled = !index.is_null() && settle_in(heap, index, key, step);
         if !index.is_null() {
@@ -90,18 +105,30 @@ pub fn settle_unheld(id: &[u8; 16], step: impl FnOnce(&str, i32) -> Step) -> Res
 unsafe fn primary_key(heap: pg_sys::Relation) -> pg_sys::Relation {
     // SAFETY: the caller's obligations; `heap`'s relcache entry and descriptor stay valid while
     // it is open. RelationGetIndexList returns a palloc'd copy (freed here) and sets
-    // rd_pkindex. A non-heap table, other columns, or any index but a valid unique btree on
-    // column 1 alone: a non-HOT update here would miss the other indexes' entries.
+    // rd_pkindex. What an UPDATE statement would honour and `heap_update` does not: triggers,
+    // rules, CHECK constraints, typmods (numeric rounding), a partition's constraint, a replica
+    // identity other than the primary key (which may forbid updates when published); and a
+    // non-HOT update here would miss any other index's entries. Any of those: decline.
     unsafe {
-        if (*(*heap).rd_rel).relam != pg_sys::HEAP_TABLE_AM_OID {
+        let table = &*(*heap).rd_rel;
+        if table.relam != pg_sys::HEAP_TABLE_AM_OID
+            || table.relhastriggers
+            || table.relhasrules
+            || table.relispartition
+            || table.relreplident as u8 != pg_sys::REPLICA_IDENTITY_DEFAULT
+        {
+            return std::ptr::null_mut();
+        }
+        let constraints = (*(*heap).rd_att).constr;
+        if !constraints.is_null() && (*constraints).num_check > 0 {
             return std::ptr::null_mut();
         }
         let columns = PgTupleDesc::from_pg_unchecked((*heap).rd_att);
         let same_columns = columns.len() == COLUMNS.len()
             && (0..COLUMNS.len()).all(|i| {
-                columns
-                    .get(i)
-                    .is_some_and(|a| !a.attisdropped && a.atttypid == COLUMNS[i])
+                columns.get(i).is_some_and(|a| {
+                    !a.attisdropped && a.atttypid == COLUMNS[i] && a.atttypmod == -1
+                })
             });
         drop(columns);
         if !same_columns {
@@ -186,8 +213,10 @@ unsafe fn settle(
     step: impl FnOnce(&str, i32) -> Step,
 ) -> bool {
     // SAFETY: the caller's obligations. ExecFetchSlotHeapTuple without materialising returns
-    // the slot's tuple, in the pinned buffer; its header's raw xmin and xmax are plain reads.
-    // heap_deform_tuple fills exactly natts (4, checked by `primary_key`) values and flags;
+    // the slot's tuple, in the pinned buffer; its header's raw xmin and xmax are plain reads,
+    // made without the page's lock and without the infomask (an xmax may be a MultiXactId or
+    // an aborted locker's): a wrong match only declines, and heap_lock_tuple below decides
+    // under the lock. heap_deform_tuple fills exactly natts (4, checked by `primary_key`) values and flags;
     // the by-reference values point into the pinned buffer and are copied by numeric_out and
     // heap_form_tuple before the slot is dropped. numeric_in gets a NUL-terminated string
     // (our own decimal digits) that outlives the call. heap_lock_tuple reads the tuple at
