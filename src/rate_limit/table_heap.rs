@@ -70,8 +70,8 @@ pub fn settle_unheld(id: &[u8; 16], step: impl FnOnce(&str, i32) -> Step) -> Res
     // The relation is the extension's table, found by OID after `relation`'s ownership checks;
     // it is opened only once locked (RowExclusiveLock, as an UPDATE takes, kept until the
     // transaction ends; taking it processes pending invalidations; a table dropped since
-    // `relation` looked is left to the statement path). Every pg_sys call is
-    // pgrx's guarded wrapper: an ERROR becomes a panic that unwinds through these frames,
+    // `relation` looked is left to the statement path). Every pg_sys call is pgrx's guarded
+    // wrapper: an ERROR becomes a panic that unwinds through these frames,
     // dropping only Rust values (`key`'s datum is palloc'd, not dropped); the abort then
     // releases the relations, scan, slot and buffer pins through the resource owner. Each
     // early return closes what was opened before it.
@@ -216,11 +216,12 @@ unsafe fn settle(
     // the slot's tuple, in the pinned buffer; its header's raw xmin and xmax are plain reads,
     // made without the page's lock and without the infomask (an xmax may be a MultiXactId or
     // an aborted locker's): a wrong match only declines, and heap_lock_tuple below decides
-    // under the lock. heap_deform_tuple fills exactly natts (4, checked by `primary_key`) values and flags;
-    // the by-reference values point into the pinned buffer and are copied by numeric_out and
-    // heap_form_tuple before the slot is dropped. numeric_in gets a NUL-terminated string
-    // (our own decimal digits) that outlives the call. heap_lock_tuple reads the tuple at
-    // `locked.t_self` and returns its buffer pinned (on every path), released at once.
+    // under the lock. heap_deform_tuple fills exactly natts (4, checked by `primary_key`)
+    // values and flags; the by-reference values point into the pinned buffer and are copied
+    // by numeric_out and heap_form_tuple before the slot is dropped. numeric_in gets a
+    // NUL-terminated string (our own decimal digits) that outlives the call. heap_lock_tuple
+    // reads the tuple at `locked.t_self` and returns its buffer pinned (on every path),
+    // released at once.
     unsafe {
         let tuple = pg_sys::ExecFetchSlotHeapTuple(slot, false, std::ptr::null_mut());
         let fields = (*(*tuple).t_data).t_choice.t_heap;
