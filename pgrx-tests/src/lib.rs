@@ -185,22 +185,19 @@ impl Cluster {
             .query_one("SELECT pg_current_wal_lsn()::text", &[])
             .expect("read the primary's WAL position")
             .get(0);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let caught_up: bool = self
-                .superuser("postgres")
-                .query_one(
-                    "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
-                    &[&lsn],
-                )
-                .expect("read the standby's replay position")
-                .get(0);
-            if caught_up {
-                return;
-            }
-            assert!(Instant::now() < deadline, "the standby did not catch up");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_until(
+            Duration::from_secs(60),
+            "the standby did not catch up",
+            || {
+                self.superuser("postgres")
+                    .query_one(
+                        "SELECT pg_last_wal_replay_lsn() >= $1::text::pg_lsn",
+                        &[&lsn],
+                    )
+                    .expect("read the standby's replay position")
+                    .get(0)
+            },
+        );
     }
 
     fn start_with(preload: bool, extra_conf: &[&str]) -> Cluster {
@@ -344,19 +341,15 @@ impl Cluster {
             .batch_execute(&set)
             .unwrap_or_else(|e| panic!("{set}: {}", describe(&e)));
         self.sql("postgres", "SELECT pg_reload_conf()");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
+        let what = format!("{name} never became {value:?}");
+        wait_until(Duration::from_secs(20), &what, || {
             let seen: String = self
                 .superuser("postgres")
                 .query_one("SELECT current_setting($1)", &[&name])
                 .expect("read a setting")
                 .get(0);
-            if seen == value {
-                return;
-            }
-            assert!(Instant::now() < deadline, "{name} never became {value:?}");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+            seen == value
+        });
     }
 
     /// Writes `contents` to file `name` in the cluster's directory, owned by the server's OS
@@ -494,6 +487,16 @@ pub fn describe(err: &postgres::Error) -> String {
 }
 
 /// Seconds since the Unix epoch.
+/// Polls `done` every 50 ms until it holds; fails the test, saying `what`, after `limit`.
+/// Tests wait for a reload or a standby this way, never with a fixed sleep.
+pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        assert!(Instant::now() < deadline, "{what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

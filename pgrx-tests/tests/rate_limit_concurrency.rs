@@ -352,24 +352,20 @@ fn overlapping_checks(cluster: &Cluster, max_writes: i32, used_before: i32) -> u
             .collect();
         // Wait until every contender is blocked behind the first transaction, then commit it.
         let mut admin = cluster_ref.superuser("app");
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-        loop {
-            let waiting: i64 = admin
-                .query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE usename = 'tab' AND wait_event_type = 'Lock'",
-                    &[],
-                )
-                .unwrap()
-                .get(0);
-            if waiting == contenders as i64 {
-                break;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "contenders never queued"
-            );
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
+        wait_until(
+            std::time::Duration::from_secs(30),
+            "contenders never queued",
+            || {
+                let waiting: i64 = admin
+                    .query_one(
+                        "SELECT count(*) FROM pg_stat_activity WHERE usename = 'tab' AND wait_event_type = 'Lock'",
+                        &[],
+                    )
+                    .unwrap()
+                    .get(0);
+                waiting == contenders as i64
+            },
+        );
         first.batch_execute("COMMIT").unwrap();
         handles
             .into_iter()
