@@ -14,6 +14,7 @@ read -r -a versions <<<"$PG_RLS_AUTH_VERSIONS"
 total_start=$SECONDS
 
 bash scripts/setup.sh || { echo "setup failed"; exit 1; }
+echo "setup: $((SECONDS - total_start)) s"
 source scripts/versions.sh
 
 passed=0 failed=0 failures=()
@@ -79,6 +80,6 @@ echo
 if ((failed)); then
   echo "failed layers: ${failures[*]}"
 fi
-echo "all layers: $((SECONDS - total_start)) s"
+echo "setup and all layers: $((SECONDS - total_start)) s"
 echo "test layers: $passed passed, $failed failed"
 ((failed == 0))
