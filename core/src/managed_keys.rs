@@ -236,8 +236,10 @@ pub fn discovery_jwks_uri(document: &[u8], issuer: &str, discovery_url: &str) ->
         .get("jwks_uri")
         .and_then(Value::as_str)
         .ok_or_else(|| bad("has no \"jwks_uri\""))?;
-    // The same rule as a redirect: an https document never sends the fetcher to plain http.
-    redirect_target(discovery_url, uri)
+    // An absolute URL (Discovery 1.0, 3: "URL of the OP's JWK Set"), fetched by the rule of a
+    // redirect: an https document never sends the fetcher to plain http.
+    check_url(uri)
+        .and_then(|_| redirect_target(discovery_url, uri))
         .map_err(|e| bad(&format!("has an unusable jwks_uri: {e}")))?;
     Ok(uri.to_string())
 }
@@ -533,6 +535,11 @@ mod tests {
             "http://evil.example/k",
             "http://127.0.0.1:5432/",
             "file:///etc/passwd",
+            // A path is not a URL; it once passed (resolved as a redirect) and failed at fetch.
+            "/keys",
+            "/https://i/keys",
+            "//i/keys",
+            "keys",
         ] {
             let doc = format!(r#"{{"issuer":"https://i/","jwks_uri":"{uri}"}}"#);
             assert!(
