@@ -486,7 +486,6 @@ pub fn describe(err: &postgres::Error) -> String {
     }
 }
 
-/// Seconds since the Unix epoch.
 /// Polls `done` every 50 ms until it holds; fails the test, saying `what`, after `limit`.
 /// Tests wait for a reload or a standby this way, never with a fixed sleep.
 pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
@@ -497,6 +496,7 @@ pub fn wait_until(limit: Duration, what: &str, mut done: impl FnMut() -> bool) {
     }
 }
 
+/// Seconds since the Unix epoch.
 pub fn now() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
