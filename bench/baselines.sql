@@ -29,3 +29,9 @@ BEGIN
   RETURNING c.count INTO v_count;
   RETURN v_count <= p_limit;
 END $$;
+
+-- The least any store that keeps its state in a table row pays per transaction: a bare
+-- one-row UPDATE statement, no limiter logic (a ceiling in the one-transaction-per-check case;
+-- the same 1,000 keys as its scripts).
+CREATE TABLE bench_baseline.update_floor (user_id uuid PRIMARY KEY, count bigint NOT NULL);
+INSERT INTO bench_baseline.update_floor SELECT md5(k::text)::uuid, 0 FROM generate_series(1, 1000) k;

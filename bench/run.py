@@ -361,11 +361,13 @@ class Bench:
     def pgbench(self, case):
         """One transaction per check, the way an API writes one row per request. Every script
         builds its key the same way (the baseline's md5(k)::uuid, our uuid form), so key
-        construction costs them the same. Two ceilings are measured beside them: the key
-        expression alone (no check at all: what a free check would reach), and the same with a
-        transaction ID taken (the least any store that writes in the transaction pays). Both
-        protocols: simple (psql, most drivers unprepared) and prepared (PostgREST's default).
-        Scripts alternate within each round, so drift in the machine's speed hits all alike."""
+        construction costs them the same. Three ceilings are measured beside them: the key
+        expression alone (no check at all: what a free check would reach), the same with a
+        transaction ID taken (the least any store that writes in the transaction pays), and a
+        bare one-row UPDATE statement with no limiter logic (the least a store that keeps its
+        state in a table row pays, through SQL). Both protocols: simple (psql, most drivers
+        unprepared) and prepared (PostgREST's default). Scripts alternate within each round, so
+        drift in the machine's speed hits all alike."""
         key = "md5(:k::text)::uuid"
         table = "-c pg_rls_auth.rate_limit_store=table"
         scripts = {
@@ -374,6 +376,8 @@ class Bench:
             "table store": (table, f"SELECT auth.check_write_rate({key}, {LIMIT}, 3600);"),
             "ceiling: no check": ("", f"SELECT {key} IS NOT NULL;"),
             "ceiling: no check, a transaction ID taken": ("", f"SELECT {key} IS NOT NULL, pg_catalog.txid_current();"),
+            "ceiling: a bare one-row UPDATE, no check": (
+                "", f"UPDATE bench_baseline.update_floor SET count = count + 1 WHERE user_id = {key};"),
         }
         paths = {}
         for i, (label, (_, sql)) in enumerate(scripts.items()):
@@ -409,6 +413,10 @@ class Bench:
                 mem = statistics.median(raw["memory store"])
                 self.record(case, f"memory store as a share of the no-check ceiling, {where}", mem / free, "x",
                             "no check", mem / free)
+                floor = statistics.median(raw["ceiling: a bare one-row UPDATE, no check"])
+                tab = statistics.median(raw["table store"])
+                self.record(case, f"table store as a share of the one-row UPDATE ceiling, {where}", tab / floor,
+                            "x", "one-row UPDATE", tab / floor)
 
     # -- case 5: memory ----------------------------------------------------------------------
     def memory(self):
