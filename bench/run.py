@@ -21,6 +21,7 @@ RUNS = 5
 LIMIT = 1_000_000  # writes per hour in the limiter cases: realistic, and never reached here
 ROWS = 200_000  # per-row cases
 PAIRS = 15  # alternating measurements where two functions are compared
+PGBENCH_ROUNDS, PGBENCH_SECONDS = 11, 3  # one transaction per check: rounds of every script, seconds each
 NO_HOIST = {"pg_rls_auth.hoist_session_calls": "off"}
 SUB = "6f1c3a3e-9a53-4c59-8a3f-3f5e1f2b9c10"
 CLAIMS = {"sub": SUB, "role": "authenticated", "email": "alice@example.com", "workspace_id": "w-42",
@@ -366,8 +367,9 @@ class Bench:
         transaction ID taken (the least any store that writes in the transaction pays), and a
         bare one-row UPDATE statement with no limiter logic (the least a store that keeps its
         state in a table row pays, through SQL). Both protocols: simple (psql, most drivers
-        unprepared) and prepared (PostgREST's default). Scripts alternate within each round, so
-        drift in the machine's speed hits all alike."""
+        unprepared) and prepared (PostgREST's default). Each round runs every script once, back to
+        back; a ratio is the median over the rounds of the ratio within one, so drift in the
+        machine's speed cancels out."""
         key = "md5(:k::text)::uuid"
         table = "-c pg_rls_auth.rate_limit_store=table"
         scripts = {
@@ -390,33 +392,38 @@ class Bench:
                 ["runuser", "-u", "postgres", "--", "env", f"PGOPTIONS={scripts[label][0]}",
                  self.pgbench_path, "-h", self.host, "-p", str(self.port), "-U", "postgres", "-n",
                  "-M", protocol, "-f", str(paths[label]), "-c", str(clients), "-j", str(min(clients, 2)),
-                 "-T", "4", "bench"],
+                 "-T", str(PGBENCH_SECONDS), "bench"],
                 check=True, capture_output=True, text=True).stdout
             return float(next(line for line in out.splitlines() if line.startswith("tps")).split()[2])
 
+        labels = list(scripts)
+
+        def paired(raw, label, base):
+            """The median of the ratios within each round: the machine's speed drifts by a third
+            between rounds here, far more than within one."""
+            return statistics.median(x / y for x, y in zip(raw[label], raw[base]))
+
         for protocol in ("simple", "prepared"):
             for clients in (1, 4):
-                for label in scripts:
+                for label in labels:
                     once(label, clients, protocol)  # unmeasured warm-up, as in median()
-                raw = {label: [] for label in scripts}
-                for _ in range(RUNS):
-                    for label in scripts:
+                raw = {label: [] for label in labels}
+                for r in range(PGBENCH_ROUNDS):
+                    # Each round starts one script later, so none always runs after the same one.
+                    for label in labels[r % len(labels):] + labels[:r % len(labels)]:
                         raw[label].append(once(label, clients, protocol))
-                b = statistics.median(raw["PL/pgSQL baseline"])
                 where = f"{clients} client(s), {protocol} protocol"
                 for label, values in raw.items():
-                    v = statistics.median(values)
                     base = label != "PL/pgSQL baseline"
-                    self.record(case, f"one transaction per check (pgbench), {where}: {label}", v, "checks/s",
-                                "PL/pgSQL" if base else None, v / b if base else None, values)
-                free = statistics.median(raw["ceiling: no check"])
-                mem = statistics.median(raw["memory store"])
-                self.record(case, f"memory store as a share of the no-check ceiling, {where}", mem / free, "x",
-                            "no check", mem / free)
-                floor = statistics.median(raw["ceiling: a bare one-row UPDATE, no check"])
-                tab = statistics.median(raw["table store"])
-                self.record(case, f"table store as a share of the one-row UPDATE ceiling, {where}", tab / floor,
-                            "x", "one-row UPDATE", tab / floor)
+                    self.record(case, f"one transaction per check (pgbench), {where}: {label}",
+                                statistics.median(values), "checks/s", "PL/pgSQL" if base else None,
+                                paired(raw, label, "PL/pgSQL baseline") if base else None, values)
+                share = paired(raw, "memory store", "ceiling: no check")
+                self.record(case, f"memory store as a share of the no-check ceiling, {where}", share, "x",
+                            "no check", share)
+                share = paired(raw, "table store", "ceiling: a bare one-row UPDATE, no check")
+                self.record(case, f"table store as a share of the one-row UPDATE ceiling, {where}", share,
+                            "x", "one-row UPDATE", share)
 
     # -- case 5: memory ----------------------------------------------------------------------
     def memory(self):
@@ -481,8 +488,9 @@ def report(bench, out_dir, name, header):
     out_dir.mkdir(parents=True, exist_ok=True)
     md, svg = out_dir / f"{name}.md", out_dir / f"{name}.svg"
     lines = [f"# pg_rls_auth benchmark, {name}", "", header, "",
-             f"Each figure is the median of {RUNS} runs after one unmeasured warm-up run (raw runs in brackets); ratios compare with the "
-             "baseline named, measured in the same run.", ""]
+             f"Each figure is the median of its runs ({RUNS} unless the runs column lists more) after one unmeasured "
+             "warm-up run; ratios compare with the baseline named, measured in the same run (for one transaction "
+             "per check, the median of the ratios within each round of pgbench runs).", ""]
     case = None
     for r in bench.results:
         if r["case"] != case:
