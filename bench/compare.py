@@ -33,8 +33,8 @@ def main():
     first = versions[0]
     lines = [f"# pg_rls_auth benchmark: PostgreSQL {', '.join(versions)} side by side", "",
              "One run of `scripts/bench.sh`, each version on its own release build and throwaway cluster, "
-             "one after the other on the same machine. Each figure is the median of 5 runs after a warm-up run (raw runs in "
-             "each version's report); the ratio column divides by PostgreSQL " + first + "'s figure "
+             "one after the other on the same machine. Each figure is the median of its runs after a warm-up run (raw runs "
+             "in each version's report); the ratio column divides by PostgreSQL " + first + "'s figure "
              "(for ns/row and ms lower is better, for rates higher is better).", ""]
     lines += [f"- PostgreSQL {v}: [{Path(p).stem}.md]({Path(p).stem}.md). {h.splitlines()[0]}"
               for v, p, h in zip(versions, args.reports, headers)]
