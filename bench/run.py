@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""pg_rls_auth benchmarks: every figure is the median of RUNS runs, reported raw and as a ratio
-to a baseline measured in the same run. Driven by scripts/bench.sh, which builds in release mode
+"""pg_rls_auth benchmarks: every figure is the median of its runs (RUNS, or PAIRS or
+PGBENCH_ROUNDS where a case says so), reported raw and as a ratio to a baseline measured in the
+same run. Driven by scripts/bench.sh, which builds in release mode
 and starts a throwaway cluster; this script only measures and writes the report."""
 
 import argparse
@@ -399,8 +400,7 @@ class Bench:
         labels = list(scripts)
 
         def paired(raw, label, base):
-            """The median of the ratios within each round: the machine's speed drifts by a third
-            between rounds here, far more than within one."""
+            """The median of the ratios within each round, so drift between rounds cancels out."""
             return statistics.median(x / y for x, y in zip(raw[label], raw[base]))
 
         for protocol in ("simple", "prepared"):
