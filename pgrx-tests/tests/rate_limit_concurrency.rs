@@ -552,13 +552,13 @@ fn table_store_checks_after_a_concurrent_write_in_every_isolation_level() {
 
 /// A superuser's change to the state table that an UPDATE statement honours is honoured by
 /// every check of a key whose row exists, the common case included: a CHECK constraint, a
-/// trigger.
+/// publication of updates with no replica identity, a trigger.
 #[test]
 fn table_store_honours_what_a_superuser_adds_to_its_table() {
     let cluster = limiter_cluster();
     let mut a = cluster.connect("tab", "app", TIMEOUTS);
     let mut su = cluster.superuser("app");
-    for key in ["checked", "triggered"] {
+    for key in ["checked", "published", "triggered"] {
         assert_eq!(
             check_fails(&mut a, key, 4, "t"),
             None,
@@ -577,6 +577,18 @@ fn table_store_honours_what_a_superuser_adds_to_its_table() {
     );
     su.batch_execute(&format!(
         "ALTER TABLE {table} DROP CONSTRAINT never; \
+         ALTER TABLE {table} REPLICA IDENTITY NOTHING; \
+         CREATE PUBLICATION updates_of_state FOR TABLE {table}"
+    ))
+    .unwrap();
+    assert_eq!(
+        check_fails(&mut a, "published", 4, "t").as_deref(),
+        Some("55000"),
+        "a write to a table that publishes updates and has no replica identity"
+    );
+    su.batch_execute(&format!(
+        "DROP PUBLICATION updates_of_state; \
+         ALTER TABLE {table} REPLICA IDENTITY DEFAULT; \
          CREATE TABLE public.updates (id bytea); \
          CREATE FUNCTION public.note_update() RETURNS trigger LANGUAGE plpgsql \
          AS $$BEGIN INSERT INTO public.updates VALUES (NEW.id); RETURN NEW; END$$; \
