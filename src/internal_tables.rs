@@ -8,7 +8,7 @@ use pgrx::prelude::*;
 use pgrx::spi::{OwnedPreparedStatement, SpiClient};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Table {
@@ -33,6 +33,9 @@ thread_local! {
     /// Set while our own statements run (as the owner, or looking the owner up): the
     /// statement hooks then leave the session alone.
     static ACTING_AS_OWNER: Cell<bool> = const { Cell::new(false) };
+    /// `select_latest`'s plans, kept like STATEMENTS.
+    static LATEST_PLANS: RefCell<HashMap<&'static CStr, pg_sys::SPIPlanPtr>> =
+        RefCell::new(HashMap::new());
 }
 
 /// Marks our own statements running; unmarked when dropped, by a panic's unwinding too.
@@ -63,35 +66,127 @@ pub fn with_prepared<R>(
     types: &[PgOid],
     f: impl FnOnce(&mut SpiClient<'_>, &OwnedPreparedStatement) -> R,
 ) -> R {
-    prepare(client, sql, types, true);
+    prepare(client, sql, types);
     STATEMENTS.with_borrow(|s| f(client, s.get(sql).expect("prepared above")))
 }
 
-/// Runs the prepared read-only `sql` with `f`, which must only `select` it: it then takes no
-/// transaction ID, and works on a hot standby.
-pub fn with_prepared_read<R>(
-    client: &SpiClient<'_>,
-    sql: &'static str,
-    types: &[PgOid],
-    f: impl FnOnce(&SpiClient<'_>, &OwnedPreparedStatement) -> R,
-) -> R {
-    prepare(client, sql, types, false);
-    STATEMENTS.with_borrow(|s| f(client, s.get(sql).expect("prepared above")))
-}
-
-fn prepare(client: &SpiClient<'_>, sql: &'static str, types: &[PgOid], writes: bool) {
+fn prepare(client: &SpiClient<'_>, sql: &'static str, types: &[PgOid]) {
     if STATEMENTS.with_borrow(|s| s.contains_key(sql)) {
         return;
     }
-    let prepared = if writes {
-        client.prepare_mut(sql, types)
-    } else {
-        client.prepare(sql, types)
-    };
-    let stmt = prepared
+    let stmt = client
+        .prepare_mut(sql, types)
         .unwrap_or_else(|e| pgrx::error!("pg_rls_auth: preparing an internal query failed: {e}"))
         .keep();
     STATEMENTS.with_borrow_mut(|s| s.insert(sql, stmt));
+}
+
+/// One row of `select_latest`'s result, read while the query's result is alive.
+pub struct LatestRow {
+    tuple: pg_sys::HeapTuple,
+    desc: pg_sys::TupleDesc,
+}
+
+impl LatestRow {
+    /// Column `column` (from 1); None when NULL.
+    fn datum(&self, column: i32) -> Option<pg_sys::Datum> {
+        let mut is_null = false;
+        // SAFETY: `tuple` and `desc` are the SPI result's, alive for as long as this row (see
+        // `select_latest`). SPI_getbinval only reads them (an unknown column is NULL, with
+        // SPI_result set); it does not raise.
+        let datum = unsafe { pg_sys::SPI_getbinval(self.tuple, self.desc, column, &mut is_null) };
+        (!is_null).then_some(datum)
+    }
+
+    /// A `text` column.
+    pub fn text(&self, column: i32) -> Option<String> {
+        // SAFETY: the column is text (the caller's query says so) and not NULL; `from_datum`
+        // copies it into a Rust String (detoasting, in the SPI context, may raise: a panic,
+        // with only owned values live).
+        self.datum(column)
+            .and_then(|d| unsafe { String::from_datum(d, false) })
+    }
+
+    /// A `double precision` column.
+    pub fn float8(&self, column: i32) -> Option<f64> {
+        // SAFETY: the column is float8 (the caller's query says so) and not NULL.
+        self.datum(column)
+            .and_then(|d| unsafe { f64::from_datum(d, false) })
+    }
+}
+
+/// Runs the read-only `sql` (text parameters `args`, prepared here on first use and kept) on
+/// the latest committed state: a snapshot taken now, not the statement's or the transaction's
+/// (under REPEATABLE READ both are older). A security check must see every change committed
+/// before it was told of one. Call inside `Spi::connect`; `row` reads each row.
+pub fn select_latest<R>(
+    sql: &'static CStr,
+    args: &[Option<&str>],
+    mut row: impl FnMut(&LatestRow) -> R,
+) -> Vec<R> {
+    let plan = match LATEST_PLANS.with_borrow(|p| p.get(sql).copied()) {
+        Some(plan) => plan,
+        None => {
+            let mut types = vec![pg_sys::TEXTOID; args.len()];
+            // SAFETY: main thread, connected to SPI (the caller's `Spi::connect`). `sql` is
+            // NUL-terminated and `types` holds one OID per parameter; both outlive the call,
+            // which copies them. SPI_keepplan moves the plan under CacheMemoryContext, where
+            // it stays for the backend's life (PostgreSQL revalidates it when the catalogs
+            // change). Guarded wrappers: an ERROR is a panic, with only `types` live.
+            let plan = unsafe {
+                let plan =
+                    pg_sys::SPI_prepare(sql.as_ptr(), types.len() as i32, types.as_mut_ptr());
+                if plan.is_null() || pg_sys::SPI_keepplan(plan) != 0 {
+                    pgrx::error!("pg_rls_auth: preparing an internal query failed");
+                }
+                plan
+            };
+            LATEST_PLANS.with_borrow_mut(|p| p.insert(sql, plan));
+            plan
+        }
+    };
+    let mut values: Vec<pg_sys::Datum> = args
+        .iter()
+        .map(|a| a.into_datum().unwrap_or(pg_sys::Datum::from(0usize)))
+        .collect();
+    let nulls: Vec<std::ffi::c_char> = args
+        .iter()
+        .map(|a| if a.is_some() { b' ' } else { b'n' } as std::ffi::c_char)
+        .collect();
+    // SAFETY: main thread, connected to SPI, not in parallel mode (GetLatestSnapshot refuses
+    // it: our callers run in a statement hook that skips parallel mode, or in PARALLEL UNSAFE
+    // functions). The snapshot is registered (a copy, on the current resource owner) while
+    // the query runs read-only on exactly it, then unregistered; an ERROR in between is a
+    // panic, and the abort releases the snapshot and the SPI result. `values` and `nulls`
+    // hold one entry per parameter and outlive the call. The result (SPI_tuptable) lives until
+    // the caller's SPI_finish, after `row` has read every row and the rows are dropped.
+    unsafe {
+        let snapshot = pg_sys::RegisterSnapshot(pg_sys::GetLatestSnapshot());
+        let status = pg_sys::SPI_execute_snapshot(
+            plan,
+            values.as_mut_ptr(),
+            nulls.as_ptr(),
+            snapshot,
+            std::ptr::null_mut(),
+            true,
+            false,
+            0,
+        );
+        pg_sys::UnregisterSnapshot(snapshot);
+        if status != pg_sys::SPI_OK_SELECT as i32 {
+            pgrx::error!("pg_rls_auth: an internal query failed (SPI status {status})");
+        }
+        let table = pg_sys::SPI_tuptable;
+        let rows = pg_sys::SPI_processed as usize;
+        (0..rows)
+            .map(|i| {
+                row(&LatestRow {
+                    tuple: *(*table).vals.add(i),
+                    desc: (*table).tupdesc,
+                })
+            })
+            .collect()
+    }
 }
 
 /// `table` and its owner, checked at every use; None when the table does not exist (an older

@@ -22,11 +22,11 @@ use pg_rls_auth_core::Claims;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use std::cell::Cell;
-use std::ffi::c_void;
+use std::ffi::{c_void, CStr};
 use std::sync::atomic::Ordering;
 
 /// The revocations naming a token's `sub` or `jti`, and whether any is in force at all.
-const LOOKUP: &str = "SELECT kind, pg_catalog.date_part('epoch', issued_before), \
+const LOOKUP: &CStr = c"SELECT kind, pg_catalog.date_part('epoch', issued_before), \
     pg_catalog.date_part('epoch', expires_at) FROM _pg_rls_auth.revocations \
     WHERE (kind OPERATOR(pg_catalog.=) 'sessions' AND value OPERATOR(pg_catalog.=) $1) \
     OR (kind OPERATOR(pg_catalog.=) 'token' AND value OPERATOR(pg_catalog.=) $2) \
@@ -117,36 +117,37 @@ pub fn refuses(claims: &Claims, freshness: Freshness) -> Result<bool, Raise> {
         }
     }
     let token = TokenIdentity::of(claims);
+    // The latest committed revocations, not this statement's or transaction's snapshot: a
+    // revocation committed after they were taken (and the epoch read above) must refuse.
     let found = internal_tables::as_owner_if_present(Table::Revocations, 0, || {
-        Spi::connect(|client| {
-            let types = [PgOid::from(pg_sys::TEXTOID), PgOid::from(pg_sys::TEXTOID)];
-            let args = vec![token.sub.clone().into(), token.jti.clone().into()];
-            internal_tables::with_prepared_read(client, LOOKUP, &types, |client, stmt| {
-                let rows = client.select(stmt, None, &args).unwrap_or_else(|e| {
-                    pgrx::error!("pg_rls_auth: reading the revocations failed: {e}")
-                });
-                let mut any = false;
-                let mut found = Vec::new();
-                for row in rows {
-                    let kind = row.get::<String>(1).ok().flatten().unwrap_or_default();
-                    let issued_before = row.get::<f64>(2).ok().flatten();
-                    let expires_at = row.get::<f64>(3).ok().flatten();
-                    match (kind.as_str(), issued_before, expires_at) {
-                        ("any", ..) => any = true,
-                        ("sessions", Some(issued_before), expires_at) => {
-                            found.push(Revocation::Sessions {
-                                issued_before,
-                                expires_at,
-                            })
-                        }
-                        ("token", _, Some(expires_at)) => {
-                            found.push(Revocation::Token { expires_at })
-                        }
-                        _ => {}
+        Spi::connect(|_| {
+            let rows = internal_tables::select_latest(
+                LOOKUP,
+                &[token.sub.as_deref(), token.jti.as_deref()],
+                |row| {
+                    (
+                        row.text(1).unwrap_or_default(),
+                        row.float8(2),
+                        row.float8(3),
+                    )
+                },
+            );
+            let mut any = false;
+            let mut found = Vec::new();
+            for (kind, issued_before, expires_at) in rows {
+                match (kind.as_str(), issued_before, expires_at) {
+                    ("any", ..) => any = true,
+                    ("sessions", Some(issued_before), expires_at) => {
+                        found.push(Revocation::Sessions {
+                            issued_before,
+                            expires_at,
+                        })
                     }
+                    ("token", _, Some(expires_at)) => found.push(Revocation::Token { expires_at }),
+                    _ => {}
                 }
-                (found, any)
-            })
+            }
+            (found, any)
         })
     })?;
     let Some((found, any)) = found else {

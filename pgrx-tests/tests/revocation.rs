@@ -89,10 +89,86 @@ fn sessions_end_at_their_next_statement(cluster: &Cluster, key: &Key) {
         .unwrap();
 }
 
+/// A revocation committed after a transaction or statement took its snapshot still refuses
+/// the token at the next check: under REPEATABLE READ and SERIALIZABLE, with a transaction ID
+/// taken or not, the session ends at the transaction's next statement; an init whose
+/// statement began before the revocation committed refuses the token. The check reads the
+/// latest committed revocations, never an older snapshot.
+fn revocations_committed_after_the_snapshot_are_seen(cluster: &Cluster, key: &Key) {
+    let mut alice = cluster.connect("alice", "app", "");
+    let mut admin = cluster.superuser("app");
+    let begins = [
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1",
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT pg_catalog.txid_current()",
+        "BEGIN ISOLATION LEVEL SERIALIZABLE; SELECT pg_catalog.txid_current()",
+    ];
+    for (i, begin) in begins.iter().enumerate() {
+        let sub = format!("snapshot-{i}");
+        let token = issued(key, &sub, &format!("s-{i}"), 100);
+        init(&mut alice, &token, false).unwrap();
+        alice.batch_execute(begin).unwrap();
+        assert_eq!(
+            user_id(&mut alice).as_deref(),
+            Some(sub.as_str()),
+            "{begin}"
+        );
+        admin
+            .execute("SELECT auth.revoke_sessions($1)", &[&sub])
+            .unwrap();
+        assert_eq!(user_id(&mut alice), None, "{begin}: after the revocation");
+        alice.batch_execute("COMMIT").unwrap();
+        assert_eq!(
+            err_code(init(&mut alice, &token, false)),
+            "28000",
+            "{begin}"
+        );
+    }
+    // READ COMMITTED: the init's statement takes its snapshot, then waits for a lock while
+    // the revocation commits.
+    let token = issued(key, "snapshot-rc", "s-rc", 100);
+    admin.batch_execute("SELECT pg_advisory_lock(7)").unwrap();
+    let waiting = std::thread::spawn(move || {
+        let result = alice.batch_execute(&format!(
+            "SELECT pg_advisory_lock_shared(7), auth.jwt_session_init('{token}')"
+        ));
+        (alice, result)
+    });
+    let mut observer = cluster.superuser("app");
+    while observer
+        .query_one(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+        == 0
+    {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    observer
+        .batch_execute("SELECT auth.revoke_sessions('snapshot-rc')")
+        .unwrap();
+    admin.batch_execute("SELECT pg_advisory_unlock(7)").unwrap();
+    let (mut alice, result) = waiting.join().unwrap();
+    assert_eq!(
+        err_code(result),
+        "28000",
+        "an init begun before the revocation"
+    );
+    assert_eq!(user_id(&mut alice), None);
+    admin
+        .batch_execute(
+            "SELECT auth.unrevoke_sessions(s) FROM unnest(ARRAY['snapshot-0', 'snapshot-1', \
+             'snapshot-2', 'snapshot-rc']) s",
+        )
+        .unwrap();
+}
+
 #[test]
 fn preloaded_backends_read_revocations_only_after_a_change() {
     let (cluster, key) = Cluster::start(&[]).with_key(&["alice", "bob"]);
     sessions_end_at_their_next_statement(&cluster, &key);
+    revocations_committed_after_the_snapshot_are_seen(&cluster, &key);
     // Nothing in force: once a backend has seen that (its first init), neither later inits
     // nor statements read the table.
     let mut alice = cluster.connect("alice", "app", "");
@@ -120,6 +196,7 @@ fn preloaded_backends_read_revocations_only_after_a_change() {
 fn without_preload_sessions_read_revocations_once_per_statement() {
     let (cluster, key) = Cluster::start_without_preload(&[]).with_key(&["alice", "bob"]);
     sessions_end_at_their_next_statement(&cluster, &key);
+    revocations_committed_after_the_snapshot_are_seen(&cluster, &key);
     let mut alice = cluster.connect("alice", "app", "");
     init(&mut alice, &issued(&key, "alice", "a-3", 0), false).unwrap();
     let total = reads_by_statements(&mut alice, 5, || ());
