@@ -71,6 +71,26 @@ SELECT severity, code, object, detail, fix FROM auth.lint()
  WHERE object LIKE 'lint.%' OR object LIKE '% ON lint.%' ORDER BY 1, 2, 3, 4;
 RESET ROLE;
 
+-- A client role plants operators for the exact types lint's queries compare (oid with an
+-- integer, a regclass, a name) in a schema on a superuser's search_path, ahead of pg_catalog.
+-- Lint runs none of them (each would raise, naming the role it ran as), and finds the same.
+SELECT count(*) AS findings FROM auth.lint() \gset
+CREATE SCHEMA trap AUTHORIZATION alice;
+SET ROLE alice;
+CREATE FUNCTION trap.note(anyelement, anyelement) RETURNS boolean LANGUAGE plpgsql AS
+  $$BEGIN RAISE EXCEPTION 'a planted operator ran as %', current_user; END$$;
+CREATE FUNCTION trap.oid_int(oid, int4) RETURNS boolean LANGUAGE sql AS 'SELECT trap.note($1, $2::oid)';
+CREATE FUNCTION trap.oid_regclass(oid, regclass) RETURNS boolean LANGUAGE sql AS 'SELECT trap.note($1, $2::oid)';
+CREATE FUNCTION trap.name_name(name, name) RETURNS boolean LANGUAGE sql AS 'SELECT trap.note($1, $2)';
+CREATE OPERATOR trap.= (LEFTARG = oid, RIGHTARG = int4, FUNCTION = trap.oid_int);
+CREATE OPERATOR trap.= (LEFTARG = oid, RIGHTARG = regclass, FUNCTION = trap.oid_regclass);
+CREATE OPERATOR trap.= (LEFTARG = name, RIGHTARG = name, FUNCTION = trap.name_name);
+RESET ROLE;
+SET search_path = trap, pg_catalog;
+SELECT count(*) = :findings AS same_findings FROM auth.lint();
+RESET search_path;
+DROP SCHEMA trap CASCADE;
+
 DROP SCHEMA lint CASCADE;
 DROP ROLE lint_owner;
 

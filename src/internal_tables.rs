@@ -316,58 +316,35 @@ pub fn as_owner_if_present<R>(
                 | pg_sys::SECURITY_RESTRICTED_OPERATION as i32,
         );
     }
-    // SAFETY: main thread, inside a transaction (GUC nest levels are per transaction). Names
-    // and values are NUL-terminated and outlive the calls. GUC_ACTION_SAVE ties the changes
-    // to `nest`, undone by AtEOXact_GUC below or by the abort, and is allowed in parallel
-    // mode. With elevel 0 and PGC_S_SESSION, set_config_option raises ERROR on a refused
-    // value; the guarded wrapper makes it a panic that unwinds (dropping `lock_timeout`) to
-    // the caller's pgrx guard, and the abort then restores the user and settings.
-    let nest = unsafe {
-        let nest = pg_sys::NewGUCNestLevel();
-        for (name, value) in [
-            (c"search_path", c"pg_catalog, pg_temp"),
-            (c"lock_timeout", lock_timeout.as_c_str()),
-        ] {
-            pg_sys::set_config_option(
-                name.as_ptr(),
-                value.as_ptr(),
-                pg_sys::GucContext::PGC_SUSET,
-                pg_sys::GucSource::PGC_S_SESSION,
-                pg_sys::GucAction::GUC_ACTION_SAVE,
-                true,
-                0,
-                false,
-            );
-        }
-        nest
-    };
-    let acting = ActingAsOwner::start();
-    // An ERROR in `f` aborts the (sub)transaction, which restores the user and the settings.
-    let result = PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
-        .catch_when(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, |_| {
-            crate::errors::report(match table {
-                Table::WriteRateState => Raise::new(
-                    *b"55P03",
-                    "pg_rls_auth: another transaction holds this rate-limit key",
-                )
-                .detail("It checked the same key and has not ended yet.")
-                .hint("pg_rls_auth.rate_limit_lock_timeout bounds the wait."),
-                Table::Revocations => Raise::new(
-                    *b"55P03",
-                    "pg_rls_auth: another transaction is changing this revocation",
-                ),
+    let pinned = [
+        crate::guc::PINNED_SEARCH_PATH,
+        (c"lock_timeout", lock_timeout.as_c_str()),
+    ];
+    let result = crate::guc::with_settings(&pinned, || {
+        let acting = ActingAsOwner::start();
+        // An ERROR in `f` aborts the (sub)transaction, which restores the user and the
+        // settings.
+        let result = PgTryBuilder::new(std::panic::AssertUnwindSafe(f))
+            .catch_when(PgSqlErrorCode::ERRCODE_LOCK_NOT_AVAILABLE, |_| {
+                crate::errors::report(match table {
+                    Table::WriteRateState => Raise::new(
+                        *b"55P03",
+                        "pg_rls_auth: another transaction holds this rate-limit key",
+                    )
+                    .detail("It checked the same key and has not ended yet.")
+                    .hint("pg_rls_auth.rate_limit_lock_timeout bounds the wait."),
+                    Table::Revocations => Raise::new(
+                        *b"55P03",
+                        "pg_rls_auth: another transaction is changing this revocation",
+                    ),
+                })
             })
-        })
-        .execute();
-    drop(acting);
-    // SAFETY: main thread, same transaction; `nest` is the level NewGUCNestLevel returned
-    // above and `f` has returned, so every nested level it made is closed. AtEOXact_GUC
-    // restores search_path and lock_timeout (their assign hooks do not raise); then the saved
-    // user and security context are restored. A raise here (guarded) would be a panic, and the
-    // abort would restore both.
-    unsafe {
-        pg_sys::AtEOXact_GUC(true, nest);
-        pg_sys::SetUserIdAndSecContext(user, context);
-    }
+            .execute();
+        drop(acting);
+        result
+    });
+    // SAFETY: main thread, same transaction: restores the user and security context saved
+    // above (only assigns globals; does not raise).
+    unsafe { pg_sys::SetUserIdAndSecContext(user, context) };
     Ok(Some(result))
 }

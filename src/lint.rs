@@ -2,7 +2,8 @@
 //! a DDL fix where one exists. Policies are read as expression trees (`pg_policy.polqual` and
 //! `polwithcheck` through `stringToNode`), never as text; the extension's own functions are
 //! found through `pg_depend`, so a look-alike `auth.uid()` another role created is not one of
-//! them. Everything runs with the caller's rights and reads only catalogs every role may read.
+//! them. Everything runs with the caller's rights and reads only catalogs every role may read,
+//! with `search_path` pinned to pg_catalog: nothing another role created is looked up by name.
 
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -496,19 +497,24 @@ fn lint() -> TableIterator<
     ),
 > {
     let mut out = Vec::new();
-    Spi::connect(|client| {
-        for (severity, code, query) in CATALOG_CHECKS {
-            for r in rows(client, query) {
-                out.push(Finding {
-                    severity,
-                    code,
-                    object: r[0].clone().unwrap_or_default(),
-                    detail: r[1].clone().unwrap_or_default(),
-                    fix: r[2].clone(),
-                });
+    // The caller may be a superuser, and these queries compare oids with integer and regclass
+    // constants: an operator for exactly those types in a schema on the caller's search_path
+    // would win over pg_catalog's and run with the caller's rights. Only pg_catalog is searched.
+    crate::guc::with_settings(&[crate::guc::PINNED_SEARCH_PATH], || {
+        Spi::connect(|client| {
+            for (severity, code, query) in CATALOG_CHECKS {
+                for r in rows(client, query) {
+                    out.push(Finding {
+                        severity,
+                        code,
+                        object: r[0].clone().unwrap_or_default(),
+                        detail: r[1].clone().unwrap_or_default(),
+                        fix: r[2].clone(),
+                    });
+                }
             }
-        }
-        policy_findings(client, &mut out);
+            policy_findings(client, &mut out);
+        })
     });
     let rank = |s: &str| match s {
         "error" => 0,

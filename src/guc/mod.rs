@@ -18,7 +18,7 @@ pub use read::{
 pub use startup_overrides::check_startup_overrides;
 #[cfg(feature = "pg18")]
 pub use write::set_login_session;
-pub use write::{set_session, set_token_setting};
+pub use write::{set_session, set_token_setting, with_settings, PINNED_SEARCH_PATH};
 
 pub static JWKS: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);
 pub static JWT_SECRET: GucSetting<Option<CString>> = GucSetting::<Option<CString>>::new(None);

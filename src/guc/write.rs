@@ -1,5 +1,6 @@
-//! Writing this extension's settings from C: the verified session (at superuser level, so no
-//! statement of an ordinary role can) and pg_session_jwt's token setting.
+//! Writing settings from C: this extension's verified session (at superuser level, so no
+//! statement of an ordinary role can) and pg_session_jwt's token setting; and PostgreSQL's
+//! settings pinned for the length of our own queries.
 
 use super::{SESSION_GUC, TOKEN_SETTING_DEFINED};
 use pgrx::pg_sys;
@@ -76,4 +77,41 @@ pub fn set_token_setting(token: &str, local: bool) {
             pg_sys::GucContext::PGC_USERSET,
         );
     }
+}
+
+/// What our own queries run with, as maintenance commands do: only pg_catalog's functions,
+/// operators and types can be found by name (pg_temp is never searched for those).
+pub const PINNED_SEARCH_PATH: (&CStr, &CStr) = (c"search_path", c"pg_catalog, pg_temp");
+
+/// Runs `f` with `settings` (name, value) in force, as a function's `SET` clause would, and
+/// restores them after; an ERROR in `f` aborts the (sub)transaction, which restores them too.
+pub fn with_settings<R>(settings: &[(&CStr, &CStr)], f: impl FnOnce() -> R) -> R {
+    // SAFETY: main thread, inside a transaction (GUC nest levels are per transaction). Names
+    // and values are NUL-terminated and outlive the calls. GUC_ACTION_SAVE ties the changes
+    // to `nest`, and is allowed in parallel mode. With elevel 0 and PGC_S_SESSION,
+    // set_config_option raises ERROR on a refused value; the guarded wrapper makes it a panic
+    // that unwinds to the caller's pgrx guard, and the abort restores the settings.
+    let nest = unsafe {
+        let nest = pg_sys::NewGUCNestLevel();
+        for (name, value) in settings {
+            pg_sys::set_config_option(
+                name.as_ptr(),
+                value.as_ptr(),
+                pg_sys::GucContext::PGC_SUSET,
+                pg_sys::GucSource::PGC_S_SESSION,
+                pg_sys::GucAction::GUC_ACTION_SAVE,
+                true,
+                0,
+                false,
+            );
+        }
+        nest
+    };
+    let result = f();
+    // SAFETY: main thread, same transaction; `nest` is the level NewGUCNestLevel returned
+    // above and `f` has returned, so every nested level it made is closed. AtEOXact_GUC
+    // restores the settings (the assign hooks of those we pin do not raise; a raise would be
+    // a panic, and the abort would restore them).
+    unsafe { pg_sys::AtEOXact_GUC(true, nest) };
+    result
 }
