@@ -75,6 +75,26 @@ SELECT pg_temp.request('{"sub":"q-bob","role":"pgrst_user"}', 'GET', '/other');
 SELECT api.pre_request();
 COMMIT;
 SELECT auth.unrevoke_sessions('q-alice');
+-- PostgREST before v9 sets request.jwt.claim.sub instead, and policies read that sub even when
+-- request.jwt.claims names another: the sub they read is the one checked.
+SELECT auth.revoke_sessions('q-dave', now() + interval '1 minute');
+BEGIN;
+SET LOCAL ROLE pgrst_user;
+SELECT set_config('request.jwt.claim.sub', 'q-dave', true) AS legacy_sub, auth.user_id();
+SELECT auth.check_not_revoked();
+ROLLBACK;
+BEGIN;
+SET LOCAL ROLE pgrst_user;
+SELECT pg_temp.request('{"sub":"q-erin","role":"pgrst_user"}', 'GET', '/other');
+SELECT set_config('request.jwt.claim.sub', 'q-dave', true) AS legacy_sub, auth.user_id();
+SELECT auth.check_not_revoked();
+ROLLBACK;
+BEGIN;
+SET LOCAL ROLE pgrst_user;
+SELECT set_config('request.jwt.claim.sub', 'q-erin', true) AS legacy_sub, auth.user_id();
+SELECT auth.check_not_revoked();
+COMMIT;
+SELECT auth.unrevoke_sessions('q-dave');
 -- Anonymous requests (no sub) are not counted.
 BEGIN;
 SET LOCAL ROLE pgrst_user;

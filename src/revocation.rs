@@ -18,7 +18,6 @@ use crate::errors::{OrReport, Raise, INVALID_PARAMETER_VALUE};
 use crate::guc;
 use crate::internal_tables::{self, Table};
 use pg_rls_auth_core::revocation::{self as rules, Freshness, Revocation, TokenIdentity};
-use pg_rls_auth_core::Claims;
 use pgrx::datum::TimestampWithTimeZone;
 use pgrx::prelude::*;
 use std::cell::Cell;
@@ -108,15 +107,14 @@ pub fn freshness() -> Freshness {
     }
 }
 
-/// Whether a recorded revocation refuses the token these claims came from. Read as the
-/// table's owner; a database whose extension SQL predates the table has revoked nothing.
-pub fn refuses(claims: &Claims, freshness: Freshness) -> Result<bool, Raise> {
+/// Whether a recorded revocation refuses `token`. Read as the table's owner; a database whose
+/// extension SQL predates the table has revoked nothing.
+pub fn refuses(token: &TokenIdentity, freshness: Freshness) -> Result<bool, Raise> {
     if let Freshness::Epoch(epoch) = freshness {
         if EMPTY_AS_OF.get() == Some(epoch) {
             return Ok(false);
         }
     }
-    let token = TokenIdentity::of(claims);
     // The latest committed revocations, not this statement's or transaction's snapshot: a
     // revocation committed after they were taken (and the epoch read above) must refuse.
     let found = internal_tables::as_owner_if_present(Table::Revocations, 0, || {
@@ -156,7 +154,7 @@ pub fn refuses(claims: &Claims, freshness: Freshness) -> Result<bool, Raise> {
     if let (Freshness::Epoch(epoch), false) = (freshness, any) {
         EMPTY_AS_OF.set(Some(epoch));
     }
-    Ok(rules::refuses(&token, &found, crate::session::now_secs()))
+    Ok(rules::refuses(token, &found, crate::session::now_secs()))
 }
 
 /// The error a revoked token gets at init: the usual 28000, reason in the message.
@@ -286,7 +284,7 @@ fn check_not_revoked() {
     let Some(session) = crate::session::current().or_report() else {
         return;
     };
-    if refuses(&session.claims, freshness()).or_report() {
+    if refuses(&session.token_identity(), freshness()).or_report() {
         crate::errors::report(revoked());
     }
 }

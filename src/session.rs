@@ -15,7 +15,7 @@ use crate::revocation;
 use crate::secret_file;
 use pg_rls_auth_core::claims::{parse_uuid, value_as_text};
 use pg_rls_auth_core::keys::KeyOrigin;
-use pg_rls_auth_core::revocation::Freshness;
+use pg_rls_auth_core::revocation::{Freshness, TokenIdentity};
 use pg_rls_auth_core::session_rules::{ReplayGuard, StoredSession, TokenCache, TokenFingerprint};
 use pg_rls_auth_core::{verify_token, Claims};
 use pgrx::pg_sys;
@@ -61,6 +61,15 @@ impl Session {
             jsonb: OnceCell::new(),
             organization_jsonb: OnceCell::new(),
             last_claim: RefCell::new(None),
+        }
+    }
+
+    /// What a revocation can match: the `sub` policies see (`auth.user_id()`, which for
+    /// PostgREST's claims may come from `request.jwt.claim.sub`), the token's `jti` and `iat`.
+    pub fn token_identity(&self) -> TokenIdentity {
+        TokenIdentity {
+            sub: self.user_id.clone(),
+            ..TokenIdentity::of(&self.claims)
         }
     }
 
@@ -336,13 +345,12 @@ fn start(token: &str, local: bool, set_token_setting: bool) -> Result<(), Raise>
         }
         other => other,
     };
-    let outcome =
-        verified.and_then(
-            |claims| match revocation::refuses(&claims, revocation::freshness())? {
-                true => Err(revocation::revoked()),
-                false => Ok(claims),
-            },
-        );
+    let outcome = verified.and_then(|claims| {
+        match revocation::refuses(&TokenIdentity::of(&claims), revocation::freshness())? {
+            true => Err(revocation::revoked()),
+            false => Ok(claims),
+        }
+    });
     match outcome {
         Ok(claims) => {
             let epoch = BACKEND.with_borrow(|b| b.epoch);
@@ -506,7 +514,7 @@ fn end_if_revoked() -> Result<(), Raise> {
     if BACKEND.with_borrow(|b| b.revocation_checked == Some(key)) {
         return Ok(());
     }
-    let revoked = revocation::refuses(&session.claims, freshness)?;
+    let revoked = revocation::refuses(&session.token_identity(), freshness)?;
     if revoked && is_login {
         // The login is the connection's identity: it cannot end without the connection.
         crate::errors::report_fatal(revocation::revoked());
