@@ -83,6 +83,16 @@ unsafe extern "C-unwind" fn xact_callback(event: pg_sys::XactEvent::Type, _arg: 
                 epoch.fetch_add(1, Ordering::AcqRel);
             }
         }
+        // COMMIT PREPARED runs in another backend and calls no callback: the epoch would never
+        // move, and preloaded backends would never read the change. Refused, as PostgreSQL
+        // refuses to prepare a transaction that ran NOTIFY.
+        XACT_EVENT_PRE_PREPARE if CHANGED.get() => crate::errors::report(
+            Raise::new(
+                *b"0A000",
+                "cannot PREPARE a transaction that changed pg_rls_auth's revocations",
+            )
+            .hint("Revoke in a transaction of its own."),
+        ),
         XACT_EVENT_ABORT | XACT_EVENT_PARALLEL_ABORT | XACT_EVENT_PREPARE => CHANGED.set(false),
         _ => {}
     }

@@ -282,3 +282,44 @@ fn the_database_owner_may_revoke_and_delegate_client_roles_may_not() {
     }
     assert!(!cluster.is_superuser("dbo"));
 }
+
+/// A transaction that changes the revocations cannot be prepared for two-phase commit: COMMIT
+/// PREPARED would make the change without telling preloaded backends, which would go on
+/// trusting what they last read. Every kind of change is refused; the revocation is not made.
+#[test]
+fn a_transaction_that_changes_revocations_cannot_be_prepared() {
+    let (cluster, key) =
+        Cluster::start(&["max_prepared_transactions = 2"]).with_key(&["alice", "bob"]);
+    let mut alice = cluster.connect("alice", "app", "");
+    init(&mut alice, &issued(&key, "alice", "p-1", 100), false).unwrap();
+    let mut admin = cluster.superuser("app");
+    admin
+        .batch_execute("SELECT auth.revoke_token('p-2', now() + interval '1 hour')")
+        .unwrap();
+    for change in [
+        "SELECT auth.revoke_sessions('alice')",
+        "SELECT auth.revoke_token('p-1', now() + interval '1 hour')",
+        "SELECT auth.unrevoke_token('p-2')",
+    ] {
+        admin.batch_execute("BEGIN").unwrap();
+        admin.batch_execute(change).unwrap();
+        let refused = admin.batch_execute("PREPARE TRANSACTION 'revoking'");
+        assert_eq!(err_code(refused), "0A000", "{change}");
+        admin.batch_execute("ROLLBACK").unwrap();
+        assert_eq!(user_id(&mut alice).as_deref(), Some("alice"), "{change}");
+    }
+    let listed: i64 = admin
+        .query_one("SELECT count(*) FROM auth.revocations()", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(listed, 1, "only the first revocation, made outside");
+    // A prepared transaction that does not touch them is unaffected.
+    for statement in [
+        "BEGIN",
+        "SELECT auth.user_id()",
+        "PREPARE TRANSACTION 'other'",
+        "COMMIT PREPARED 'other'",
+    ] {
+        admin.batch_execute(statement).unwrap();
+    }
+}
