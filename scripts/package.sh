@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Builds one Debian package per PostgreSQL version, named as Debian names extension packages:
 #   dist/postgresql-<major>-pg-rls-auth_<version>-1_<arch>.deb
-# each holding the library for that major, the install script of this version, the frozen
-# install scripts of earlier versions and every upgrade script, laid out as Debian's
+# each holding the library for that major, the install script of this version and every
+# upgrade script (not earlier versions' install scripts: a new database gets this version, and
+# databases made by an earlier one update), laid out as Debian's
 # postgresql-<major> expects (/usr/lib/postgresql/<major>/lib, /usr/share/postgresql/<major>/
 # extension), and depending on postgresql-<major>.
 #
@@ -48,10 +49,6 @@ for major in "${versions[@]}"; do
   find "$work/build" -name 'pg_rls_auth.so' -exec install -m 644 {} "$lib/" \;
   find "$work/build" \( -name 'pg_rls_auth.control' -o -name 'pg_rls_auth--*.sql' \) \
     -exec install -m 644 {} "$ext/" \;
-  # Frozen install scripts of released versions (pgrx copies only the upgrade scripts).
-  for frozen in sql/pg_rls_auth--*.sql; do
-    [[ $frozen == *--*--* ]] || install -m 644 "$frozen" "$ext/"
-  done
   install -m 644 CHANGELOG.md "$root/usr/share/doc/$name/CHANGELOG.md"
   [[ -f "$lib/pg_rls_auth.so" && -f "$ext/pg_rls_auth--$version.sql" ]] \
     || { echo "[package] the build did not produce the library and install script"; exit 1; }
