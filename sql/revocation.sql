@@ -17,6 +17,9 @@ SELECT pg_temp.issued('{"sub":"RV-ALICE"}', 100, :'signing_key') AS other_case \
 SELECT pg_temp.issued('{"sub":"rv-bob","jti":"b-1"}', 100, :'signing_key') AS bob_1 \gset
 SELECT pg_temp.issued('{"sub":"rv-bob","jti":"b-2"}', 100, :'signing_key') AS bob_2 \gset
 SELECT pg_temp.issued('{"sub":"rv-bob","jti":42}', 100, :'signing_key') AS bob_numeric \gset
+SELECT pg_temp.issued('{"sub":"rv-bob","jti":42.0}', 100, :'signing_key') AS bob_numeric_fraction \gset
+SELECT pg_temp.issued(jsonb_build_object('sub', repeat('x', 1025)), 0, :'signing_key') AS long_sub \gset
+SELECT pg_temp.issued(jsonb_build_object('sub', 'rv-carol', 'jti', repeat('x', 1025)), 0, :'signing_key') AS long_jti \gset
 
 -- Client roles can neither revoke, withdraw, list nor touch the table.
 SET ROLE alice;
@@ -54,6 +57,7 @@ SELECT auth.revoke_token('b-1', now() + interval '1 hour');
 SELECT auth.revoke_token('42', now() + interval '1 hour');
 SELECT auth.jwt_session_init(:'bob_1');
 SELECT auth.jwt_session_init(:'bob_numeric');
+SELECT auth.jwt_session_init(:'bob_numeric_fraction');
 SELECT auth.jwt_session_init(:'bob_2');
 SELECT auth.user_id();
 -- ... and a session using it ends at the first statement after the revocation commits.
@@ -113,7 +117,12 @@ SELECT (coalesce(seq_scan, 0) + coalesce(idx_scan, 0)) - :reads AS reads_by_stat
   FROM pg_stat_xact_all_tables WHERE relid = '_pg_rls_auth.revocations'::regclass;
 COMMIT;
 
+-- A sub or jti longer than any revocation may name (1,024 bytes) could never be revoked: such
+-- a token is refused, even with nothing revoked.
 SELECT auth.end_session();
 DELETE FROM _pg_rls_auth.revocations;
+SELECT auth.jwt_session_init(:'long_sub');
+SELECT auth.jwt_session_init(:'long_jti');
+SELECT auth.user_id();
 REVOKE EXECUTE ON FUNCTION auth.revoke_sessions(text, timestamptz, timestamptz), auth.revocations() FROM rv_admin;
 DROP ROLE rv_admin;

@@ -120,6 +120,9 @@ pub fn freshness() -> Freshness {
 /// Whether a recorded revocation refuses `token`. Read as the table's owner; a database whose
 /// extension SQL predates the table has revoked nothing.
 pub fn refuses(token: &TokenIdentity, freshness: Freshness) -> Result<bool, Raise> {
+    if let Some(why) = rules::uncheckable(token) {
+        return Err(Raise::new(crate::errors::INVALID_AUTHORIZATION, why));
+    }
     if let Freshness::Epoch(epoch) = freshness {
         if EMPTY_AS_OF.get() == Some(epoch) {
             return Ok(false);

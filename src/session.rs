@@ -514,7 +514,11 @@ fn end_if_revoked() -> Result<(), Raise> {
     if BACKEND.with_borrow(|b| b.revocation_checked == Some(key)) {
         return Ok(());
     }
-    let revoked = revocation::refuses(&session.token_identity(), freshness)?;
+    let revoked = match revocation::refuses(&session.token_identity(), freshness) {
+        // The login is the connection's identity: one that cannot be checked ends it.
+        Err(e) if is_login => crate::errors::report_fatal(e),
+        other => other?,
+    };
     if revoked && is_login {
         // The login is the connection's identity: it cannot end without the connection.
         crate::errors::report_fatal(revocation::revoked());
