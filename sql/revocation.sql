@@ -57,6 +57,11 @@ SELECT auth.revoke_token('b-1', now() + interval '1 hour');
 SELECT auth.revoke_token('42', now() + interval '1 hour');
 SELECT auth.jwt_session_init(:'bob_1');
 SELECT auth.jwt_session_init(:'bob_numeric');
+-- A numeric jti is revoked as the session shows it (42.0 is not 42).
+SELECT auth.jwt_session_init(:'bob_numeric_fraction');
+SELECT auth.claim('jti') AS bob_jti \gset
+SELECT :'bob_jti' AS jti, auth.revoke_token(:'bob_jti', now() + interval '1 hour');
+SELECT auth.user_id() AS after_revocation;
 SELECT auth.jwt_session_init(:'bob_numeric_fraction');
 SELECT auth.jwt_session_init(:'bob_2');
 SELECT auth.user_id();
