@@ -18,6 +18,8 @@ pub struct Raise {
     pub hint: Option<String>,
     /// No key the token names is known: a refresh of the managed keys may change that.
     pub unknown_key: bool,
+    /// Raised as FATAL: the connection ends (a revoked login, its identity).
+    pub fatal: bool,
     /// Where the error was made, for the report's LOCATION line.
     location: &'static Location<'static>,
 }
@@ -40,8 +42,32 @@ impl Raise {
             detail: None,
             hint: None,
             unknown_key: false,
+            fatal: false,
             location: Location::caller(),
         }
+    }
+
+    pub fn fatal(mut self) -> Self {
+        self.fatal = true;
+        self
+    }
+
+    /// An error caught while our hook worked (ours, PostgreSQL's or a panic), to raise again
+    /// from outside the guard with the statement hidden.
+    #[track_caller]
+    pub fn from_caught(caught: pg_sys::panic::CaughtError) -> Self {
+        use pg_sys::panic::CaughtError::*;
+        let (PostgresError(report)
+        | ErrorReport(report)
+        | RustPanic {
+            ereport: report, ..
+        }) = caught;
+        let code = report.sql_error_code() as c_int;
+        let sqlstate = std::array::from_fn(|i| ((code >> (6 * i)) & 0x3F) as u8 + b'0');
+        let mut raise = Raise::new(sqlstate, report.message());
+        raise.detail = report.detail().map(str::to_string);
+        raise.hint = report.hint().map(str::to_string);
+        raise
     }
 
     pub fn detail(mut self, detail: impl Into<String>) -> Self {
@@ -95,7 +121,8 @@ fn pstr(s: &str) -> *const c_char {
     p as *const c_char
 }
 
-/// Raises `r` as an ERROR. Call only from a frame that owns no other Rust values.
+/// Raises `r` as an ERROR (FATAL when `r.fatal`). Call only from a frame that owns no other
+/// Rust values.
 ///
 /// # Safety
 /// Must run on the backend's main thread, outside any pgrx guard (errfinish longjmps straight
@@ -103,23 +130,29 @@ fn pstr(s: &str) -> *const c_char {
 /// nothing that needs dropping (plain old frames): they are skipped, not unwound.
 pub unsafe fn raise(r: Raise, hide_statement: bool) -> ! {
     let code = make_sqlstate(r.sqlstate);
+    let level = if r.fatal {
+        pgrx::PgLogLevel::FATAL
+    } else {
+        pgrx::PgLogLevel::ERROR
+    };
     let message = pstr(&r.message);
     let detail = r.detail.as_deref().map(pstr);
     let hint = r.hint.as_deref().map(pstr);
     let file = pstr(r.location.file());
     let line = r.location.line() as c_int;
     drop(r);
-    // SAFETY: this is elog.h's ereport(ERROR, ...) sequence, on the main thread (caller's
-    // obligation). Every string is NUL-terminated (palloc'd by `pstr`, or a C literal) and
-    // goes through a "%s" format, so no message text is read as a format. pg_raw::errstart(ERROR)
-    // returns true; errhidestmt/errhidecontext (guarded wrappers) only set fields of the
-    // error being built and cannot raise. errfinish then longjmps to PostgreSQL's handler and
-    // never returns (an ERROR inside errcode/errmsg would longjmp the same way). That skips
-    // this frame, which holds only raw pointers and integers (`r` was dropped above), and the
-    // caller's frames, which hold only Copy values (caller's obligation: `fmgr::call` and the
-    // v1 entry point).
+    // SAFETY: this is elog.h's ereport(ERROR or FATAL, ...) sequence, on the main thread
+    // (caller's obligation). Every string is NUL-terminated (palloc'd by `pstr`, or a C
+    // literal) and goes through a "%s" format, so no message text is read as a format.
+    // pg_raw::errstart at ERROR or FATAL returns true; errhidestmt/errhidecontext (guarded
+    // wrappers) only set fields of the error being built and cannot raise. errfinish then
+    // longjmps to PostgreSQL's handler (ERROR) or ends the process (FATAL) and never returns
+    // (an ERROR inside errcode/errmsg would longjmp the same way). That skips this frame, which
+    // holds only raw pointers and integers (`r` was dropped above), and the caller's frames,
+    // which hold only Copy values (caller's obligation: `fmgr::call` and the v1 entry point,
+    // `hooks::before_statement`).
     unsafe {
-        if pg_raw::errstart(pgrx::PgLogLevel::ERROR as c_int, std::ptr::null()) {
+        if pg_raw::errstart(level as c_int, std::ptr::null()) {
             pg_raw::errcode(code);
             pg_raw::errmsg(c"%s".as_ptr(), message);
             if let Some(d) = detail {
@@ -141,15 +174,11 @@ pub unsafe fn raise(r: Raise, hide_statement: bool) -> ! {
 
 /// Raises through pgrx's error machinery (for `#[pg_extern]` functions). Standard SQLSTATEs only.
 pub fn report(r: Raise) -> ! {
-    report_at(r, pgrx::PgLogLevel::ERROR)
-}
-
-/// Raises `r` as FATAL through pgrx's error machinery: the connection ends.
-pub fn report_fatal(r: Raise) -> ! {
-    report_at(r, pgrx::PgLogLevel::FATAL)
-}
-
-fn report_at(r: Raise, level: pgrx::PgLogLevel) -> ! {
+    let level = if r.fatal {
+        pgrx::PgLogLevel::FATAL
+    } else {
+        pgrx::PgLogLevel::ERROR
+    };
     let code = pg_sys::errcodes::PgSqlErrorCode::from(make_sqlstate(r.sqlstate));
     let mut report = pg_sys::panic::ErrorReport::new(code, r.message, "pg_rls_auth");
     if let Some(d) = r.detail {

@@ -10,33 +10,62 @@
 //! declarations, not pgrx's guarded wrappers (which would catch the error and re-raise a copy),
 //! and hold nothing that needs dropping while they do: an error unwinds past them untouched.
 
-use crate::errors::OrReport;
+use crate::errors::Raise;
 use crate::session;
 use pgrx::pg_sys;
 use pgrx::prelude::*;
+use std::cell::Cell;
 use std::ffi::c_char;
+use std::panic::AssertUnwindSafe;
 
 static mut PREV_EXECUTOR_START: pg_sys::ExecutorStart_hook_type = None;
 static mut PREV_PROCESS_UTILITY: pg_sys::ProcessUtility_hook_type = None;
 
-/// `check_revocation` only at executor start: the check reads a table, which takes a
-/// snapshot, and a utility statement such as `BEGIN ISOLATION LEVEL SERIALIZABLE` or `SET
-/// TRANSACTION SNAPSHOT` must run before any snapshot is taken.
+thread_local! {
+    /// What `guarded_before_statement` failed with, raised once its guard has returned.
+    static FAILED: Cell<Option<Raise>> = const { Cell::new(None) };
+}
+
+/// `session::before_statement`, then any error it met raised with the statement hidden: the
+/// statement is the client's and may hold a token (`SELECT auth.jwt_session_init('ey…')`),
+/// and PostgreSQL would otherwise log it with the error. `check_revocation` only at executor
+/// start: the check reads a table, which takes a snapshot, and a utility statement such as
+/// `BEGIN ISOLATION LEVEL SERIALIZABLE` or `SET TRANSACTION SNAPSHOT` must run before any
+/// snapshot is taken.
+fn before_statement_checked(check_revocation: bool) {
+    guarded_before_statement(check_revocation);
+    if let Some(failed) = FAILED.take() {
+        // SAFETY: main thread (a hook), outside any pgrx guard (`guarded_before_statement`
+        // has returned). `failed` moves into `raise`, which drops it before errfinish; this
+        // frame then holds nothing, and our hook callers (`executor_start`, `process_utility`,
+        // the ExecutorRun shim) hold only Copy values.
+        unsafe { crate::errors::raise(failed, true) }
+    }
+}
+
 #[pg_guard]
 extern "C-unwind" fn guarded_before_statement(check_revocation: bool) {
     // Not in an aborted transaction block, where only ROLLBACK may run.
     // SAFETY: main thread (a hook); IsTransactionState only reads the current transaction's
     // state and cannot raise; it is the guarded wrapper, under this function's #[pg_guard].
-    if unsafe { pg_sys::IsTransactionState() } {
-        session::before_statement(check_revocation).or_report();
+    if !unsafe { pg_sys::IsTransactionState() } {
+        return;
     }
+    // An ERROR caught here (ours, PostgreSQL's inside our work, or a panic) is raised again at
+    // once by the caller, which aborts the transaction as the original would have.
+    let failed = PgTryBuilder::new(AssertUnwindSafe(|| {
+        session::before_statement(check_revocation).err()
+    }))
+    .catch_others(|caught| Some(Raise::from_caught(caught)))
+    .execute();
+    FAILED.set(failed);
 }
 
 /// # Safety
 /// Called only by PostgreSQL as ExecutorStart_hook, on the main thread, with the executor's
 /// valid arguments.
 unsafe extern "C-unwind" fn executor_start(query_desc: *mut pg_sys::QueryDesc, eflags: i32) {
-    guarded_before_statement(true);
+    before_statement_checked(true);
     // SAFETY: PostgreSQL's arguments (caller's obligation), passed on unchanged to the hook
     // installed before ours or to standard_ExecutorStart, whose contract they meet.
     // PREV_EXECUTOR_START is read by value; it is written only in `init` (_PG_init). An ERROR
@@ -64,7 +93,7 @@ unsafe extern "C-unwind" fn process_utility(
     dest: *mut pg_sys::DestReceiver,
     qc: *mut pg_sys::QueryCompletion,
 ) {
-    guarded_before_statement(false);
+    before_statement_checked(false);
     // SAFETY: PostgreSQL's arguments (caller's obligation), passed on unchanged to the hook
     // installed before ours or to standard_ProcessUtility, whose contract they meet.
     // PREV_PROCESS_UTILITY is read by value; it is written only in `init` (_PG_init). An
@@ -86,7 +115,7 @@ unsafe extern "C-unwind" fn process_utility(
 
 /// Runs before every executor start and run and every utility statement.
 fn before_statement() {
-    guarded_before_statement(false);
+    before_statement_checked(false);
 }
 
 pub fn init() {

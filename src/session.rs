@@ -514,14 +514,14 @@ fn end_if_revoked() -> Result<(), Raise> {
     if BACKEND.with_borrow(|b| b.revocation_checked == Some(key)) {
         return Ok(());
     }
+    // The login is the connection's identity: it cannot end without the connection, nor go on
+    // unchecked.
     let revoked = match revocation::refuses(&session.token_identity(), freshness) {
-        // The login is the connection's identity: one that cannot be checked ends it.
-        Err(e) if is_login => crate::errors::report_fatal(e),
+        Err(e) if is_login => return Err(e.fatal()),
         other => other?,
     };
     if revoked && is_login {
-        // The login is the connection's identity: it cannot end without the connection.
-        crate::errors::report_fatal(revocation::revoked());
+        return Err(revocation::revoked().fatal());
     }
     BACKEND.with_borrow_mut(|b| {
         b.revocation_checked = Some(key);

@@ -323,3 +323,24 @@ fn a_transaction_that_changes_revocations_cannot_be_prepared() {
         admin.batch_execute(statement).unwrap();
     }
 }
+
+/// An error the statement check meets is raised without the client's statement, which may
+/// carry a token: here the revocations are no longer the superuser's, and the check refuses to
+/// act as their new owner. The error is logged; the statement, with its token, is not.
+#[test]
+fn errors_of_the_statement_check_do_not_log_the_statement() {
+    let (cluster, key) = Cluster::start_without_preload(&[]).with_key(&["alice", "bob"]);
+    let mut alice = cluster.connect("alice", "app", "");
+    init(&mut alice, &issued(&key, "alice", "l-1", 0), false).unwrap();
+    cluster.sql("app", "ALTER TABLE _pg_rls_auth.revocations OWNER TO bob");
+    let carried = issued(&key, "alice", "l-2", 0);
+    let failed = alice.batch_execute(&format!("SELECT auth.jwt_session_init('{carried}')"));
+    assert_eq!(err_code(failed), "42501");
+    let log = cluster.log();
+    assert!(log.contains("refuses to"), "the error is logged: {log}");
+    let signature = carried.rsplit('.').next().unwrap();
+    assert!(
+        !log.contains(signature),
+        "the statement, with its token, is logged"
+    );
+}
