@@ -65,6 +65,18 @@ pub struct Cluster {
     port: u16,
 }
 
+/// Makes the server's user own `path` (when the tests run as root).
+fn give_to_server(path: &Path) {
+    if is_root() {
+        let status = Command::new("chown")
+            .arg("postgres:postgres")
+            .arg(path)
+            .status()
+            .expect("run chown");
+        assert!(status.success(), "chown {}", path.display());
+    }
+}
+
 fn is_root() -> bool {
     static ROOT: OnceLock<bool> = OnceLock::new();
     *ROOT.get_or_init(|| {
@@ -360,14 +372,20 @@ impl Cluster {
         std::fs::write(&path, contents).expect("write a server file");
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
             .expect("chmod a server file");
-        if is_root() {
-            let status = Command::new("chown")
-                .arg("postgres:postgres")
-                .arg(&path)
-                .status()
-                .expect("run chown");
-            assert!(status.success(), "chown {}", path.display());
-        }
+        give_to_server(&path);
+        path
+    }
+
+    /// A FIFO only the server's user may open, in the cluster's directory.
+    pub fn make_server_fifo(&self, name: &str) -> PathBuf {
+        let path = self.dir.join(name);
+        let status = Command::new("mkfifo")
+            .args(["-m", "600"])
+            .arg(&path)
+            .status()
+            .expect("run mkfifo");
+        assert!(status.success(), "mkfifo {}", path.display());
+        give_to_server(&path);
         path
     }
 

@@ -267,6 +267,31 @@ fn issuer_keys_are_discovered_and_verify_only_that_issuers_tokens() {
     assert_eq!(server.hits("/tenant-a/keys"), before + 1);
 }
 
+/// `pg_rls_auth.http_ca_file` naming something other than a regular file (a FIFO, which a
+/// plain open would wait on for ever) is a configuration error the status shows at once; the
+/// worker goes on, and fetches once the setting names a CA file again.
+#[test]
+fn a_ca_file_that_is_not_a_regular_file_is_refused_without_waiting() {
+    let ca = TestCa::new();
+    let server = HttpsServer::start(&ca);
+    let key = Key::new();
+    server.set("/jwks.json", Reply::json(jwks(&[&key])));
+    let cluster = Cluster::start(&[]);
+    cluster.setup("app", &["alice"]);
+    let fifo = cluster.make_server_fifo("ca.fifo");
+    cluster.set_system("pg_rls_auth.http_ca_file", fifo.to_str().unwrap());
+    cluster.set_system("pg_rls_auth.jwks_urls", &server.url("/jwks.json"));
+    let mut admin = cluster.superuser("app");
+    wait_for_status(&mut admin, |rows| {
+        rows.first()
+            .and_then(|r| r.3.as_deref())
+            .is_some_and(|e| e.contains("not a regular file"))
+    });
+    trust_ca(&cluster, &ca);
+    let rows = status(&mut admin, "refresh_jwks");
+    assert_eq!(rows[0].1, 1, "{rows:?}");
+}
+
 #[test]
 fn a_source_that_never_answered_verifies_nothing_and_trusts_no_claims_but_pasted_keys_work() {
     let ca = TestCa::new();

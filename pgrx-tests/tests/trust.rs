@@ -632,6 +632,25 @@ fn the_hmac_secret_can_be_configured_without_reaching_any_log() {
         err_code(alice.query_one("SELECT auth.user_id()", &[])),
         "22023"
     );
+    // A file over 4 kB, and a FIFO (refused at once, never waited on), are errors too.
+    let big = cluster.write_server_file("jwt_secret_big", &[b'x'; 4097], 0o600);
+    let fifo = cluster.make_server_fifo("jwt_secret_fifo");
+    for file in [&big, &fifo] {
+        cluster.set_system("pg_rls_auth.jwt_secret_file", file.to_str().unwrap());
+        let start = Instant::now();
+        assert_eq!(
+            err_code(init(&mut alice, &sign(rotated, "frank"), false)),
+            "22023",
+            "{}",
+            file.display()
+        );
+        assert!(
+            start.elapsed() < Duration::from_secs(3),
+            "{}",
+            file.display()
+        );
+    }
+    cluster.set_system("pg_rls_auth.jwt_secret_file", path.to_str().unwrap());
     cluster.write_server_file("jwt_secret", rotated.as_bytes(), 0o600);
     cluster.set_system(
         "pg_rls_auth.jwt_secret",

@@ -16,6 +16,9 @@ use pgrx::bgworkers::{BackgroundWorker, BackgroundWorkerBuilder, SignalWakeFlags
 use pgrx::prelude::*;
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
+
+/// Far more than a CA bundle needs (this machine's whole system bundle is about 220 kB).
+const MAX_CA_FILE_BYTES: u64 = 4 * 1024 * 1024;
 use std::time::Duration;
 
 /// Registers the worker (while preloading): it starts with the server and, should it exit,
@@ -51,11 +54,10 @@ fn read_config() -> Config {
     let fetcher = match guc::string_value(&guc::HTTP_CA_FILE, "pg_rls_auth.http_ca_file") {
         Err(e) => Err(e),
         Ok(None) => Fetcher::new(None),
-        Ok(Some(path)) => match std::fs::read(path) {
-            Ok(pem) => Fetcher::new(Some(&pem)),
-            Err(e) => Err(AuthError::bad_config(format!(
-                "pg_rls_auth.http_ca_file: could not read \"{path}\" ({})",
-                e.kind()
+        Ok(Some(path)) => match crate::secret_file::read_regular_file(path, MAX_CA_FILE_BYTES) {
+            Ok((pem, _)) => Fetcher::new(Some(&pem)),
+            Err(why) => Err(AuthError::bad_config(format!(
+                "pg_rls_auth.http_ca_file \"{path}\": {why}"
             ))),
         },
     };
