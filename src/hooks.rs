@@ -9,6 +9,7 @@
 //! PostgreSQL exactly as it was raised. They therefore call the next hook through raw C
 //! declarations, not pgrx's guarded wrappers (which would catch the error and re-raise a copy),
 //! and hold nothing that needs dropping while they do: an error unwinds past them untouched.
+//! An error of their own work is raised with the client's statement hidden from the log.
 
 use crate::errors::Raise;
 use crate::session;
