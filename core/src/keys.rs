@@ -154,11 +154,24 @@ fn no_alg() -> AuthError {
 #[derive(Default)]
 pub struct KeySet {
     keys: Vec<Key>,
+    /// Issuers whose tokens only their own keys verify (`pg_rls_auth.oidc_issuers`), whether or
+    /// not their keys have been fetched yet.
+    reserved_issuers: Vec<String>,
 }
 
 impl KeySet {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Reserves `issuer`: a token whose `iss` names it verifies only with a key bound to it.
+    pub fn reserve_issuer(&mut self, issuer: &str) {
+        self.reserved_issuers.push(issuer.to_string());
+    }
+
+    /// Whether `issuer` is reserved to its own keys.
+    pub fn reserves(&self, issuer: &str) -> bool {
+        self.reserved_issuers.iter().any(|i| i == issuer)
     }
 
     pub fn is_empty(&self) -> bool {

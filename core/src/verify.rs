@@ -137,14 +137,26 @@ pub fn verify_token(
         ));
     }
     let claims = Claims::from_payload(&decode_part(payload_b64, "payload")?)?;
-    if let Some(issuer) = &key.issuer {
-        if claims.get_path("iss").and_then(Value::as_str) != Some(issuer.as_str()) {
+    // An issuer's keys verify only its tokens, and its tokens only its keys: another key (a
+    // pasted JWKS, a URL's, the HMAC secret) cannot issue in its name.
+    let iss = claims.as_map().get("iss").and_then(Value::as_str);
+    match &key.issuer {
+        Some(issuer) if iss != Some(issuer.as_str()) => {
             return Err(AuthError::invalid_token(format!(
                 "the token was signed by a key of issuer \"{}\", and its iss claim names \
                  another issuer",
                 crate::keys::printable(issuer)
             )));
         }
+        None if iss.is_some_and(|iss| keys.reserves(iss)) => {
+            return Err(AuthError::invalid_token(format!(
+                "the token's iss claim names issuer \"{}\", and it was signed by a key not \
+                 of that issuer (only keys fetched from pg_rls_auth.oidc_issuers verify its \
+                 tokens)",
+                crate::keys::printable(iss.unwrap_or_default())
+            )));
+        }
+        _ => {}
     }
     claims.check(&policy.for_origin(key.origin), now)?;
     Ok(VerifiedToken {

@@ -250,6 +250,64 @@ fn issuer_audience_leeway_and_size_policies() {
 }
 
 /// A token with exactly this header, signed by an EdDSA private JWK.
+/// An issuer's tokens verify only with its own keys, and its keys only its tokens: a key of
+/// another source (pasted, a URL's, the HMAC secret) cannot issue in its name, whether or not
+/// the issuer's keys have been fetched yet.
+#[test]
+fn a_reserved_issuer_is_issued_only_by_its_own_keys() {
+    let issuer = "https://tenant-a.example";
+    let own = generate_jwk("EdDSA").unwrap();
+    let other = generate_jwk("ES256").unwrap();
+    let token = |private: &Value, iss: Option<&str>| {
+        let mut c = claims();
+        if let Some(iss) = iss {
+            c["iss"] = json!(iss);
+        }
+        sign_jwt(&c, &private.to_string(), None).unwrap()
+    };
+    for fetched in [true, false] {
+        let mut keys = KeySet::new();
+        keys.reserve_issuer(issuer);
+        if fetched {
+            let jwks = json!({ "keys": [public_jwk(&own).unwrap()] }).to_string();
+            keys.add_managed_jwks(&jwks, Some(issuer), "the issuer's keys")
+                .unwrap();
+        }
+        keys.add_jwks(
+            &public_jwk(&other).unwrap().to_string(),
+            KeyOrigin::Configured,
+            "pasted",
+        )
+        .unwrap();
+        keys.add_hmac_secret(SECRET, false, "secret").unwrap();
+        assert_eq!(verify(&token(&own, Some(issuer)), &keys).is_ok(), fetched);
+        for forged in [
+            token(&other, Some(issuer)),
+            sign_jwt(
+                &json!({"sub": "alice", "iss": issuer}),
+                SECRET,
+                Some("HS256"),
+            )
+            .unwrap(),
+        ] {
+            let err = verify(&forged, &keys).unwrap_err();
+            assert!(
+                err.message.contains("not of that issuer"),
+                "{}",
+                err.message
+            );
+        }
+        // Other issuers' names, a near miss and none at all stay open to the other keys.
+        for iss in [
+            Some("https://tenant-b.example"),
+            Some("https://tenant-a.example/"),
+            None,
+        ] {
+            assert!(verify(&token(&other, iss), &keys).is_ok(), "{iss:?}");
+        }
+    }
+}
+
 fn with_header(private: &Value, header: Value) -> String {
     use ed25519_dalek::Signer;
     let d = URL_SAFE_NO_PAD

@@ -265,6 +265,20 @@ fn issuer_keys_are_discovered_and_verify_only_that_issuers_tokens() {
         assert!(user_after_init(&cluster, &forged).is_err());
     }
     assert_eq!(server.hits("/tenant-a/keys"), before + 1);
+
+    // A pasted key verifies its own tokens, but cannot issue in the issuer's name.
+    let pasted = Key::new();
+    cluster.set_system("pg_rls_auth.jwks", &pasted.public);
+    let signed = |iss: &str| pasted.token(json!({ "sub": "ann", "iss": iss, "exp": now() + 600 }));
+    let err = user_after_init(&cluster, &signed(&issuer)).unwrap_err();
+    assert!(
+        err.contains("28000") && err.contains("not of that issuer"),
+        "{err}"
+    );
+    assert_eq!(
+        user_after_init(&cluster, &signed("https://tenant-b.example")).unwrap(),
+        Some("ann".into())
+    );
 }
 
 /// `pg_rls_auth.http_ca_file` naming something other than a regular file (a FIFO, which a

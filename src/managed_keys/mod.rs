@@ -65,6 +65,9 @@ pub fn add_keys(keys: &mut KeySet) -> Result<(), AuthError> {
     if !shared::available() {
         return Err(needs_preload());
     }
+    for issuer in sources.iter().filter_map(Source::bound_issuer) {
+        keys.reserve_issuer(issuer);
+    }
     // Copied out under the lock; parsed after it.
     let found: Vec<String> = shared::read(|s| {
         sources
