@@ -52,6 +52,14 @@ impl Raise {
         self
     }
 
+    fn level(&self) -> pgrx::PgLogLevel {
+        if self.fatal {
+            pgrx::PgLogLevel::FATAL
+        } else {
+            pgrx::PgLogLevel::ERROR
+        }
+    }
+
     /// An error caught while our hook worked (ours, PostgreSQL's or a panic), to raise again
     /// from outside the guard with the statement hidden.
     #[track_caller]
@@ -130,11 +138,7 @@ fn pstr(s: &str) -> *const c_char {
 /// nothing that needs dropping (plain old frames): they are skipped, not unwound.
 pub unsafe fn raise(r: Raise, hide_statement: bool) -> ! {
     let code = make_sqlstate(r.sqlstate);
-    let level = if r.fatal {
-        pgrx::PgLogLevel::FATAL
-    } else {
-        pgrx::PgLogLevel::ERROR
-    };
+    let level = r.level();
     let message = pstr(&r.message);
     let detail = r.detail.as_deref().map(pstr);
     let hint = r.hint.as_deref().map(pstr);
@@ -150,7 +154,7 @@ pub unsafe fn raise(r: Raise, hide_statement: bool) -> ! {
     // (an ERROR inside errcode/errmsg would longjmp the same way). That skips this frame, which
     // holds only raw pointers and integers (`r` was dropped above), and the caller's frames,
     // which hold only Copy values (caller's obligation: `fmgr::call` and the v1 entry point,
-    // `hooks::before_statement`).
+    // `hooks::before_statement_checked`).
     unsafe {
         if pg_raw::errstart(level as c_int, std::ptr::null()) {
             pg_raw::errcode(code);
@@ -174,11 +178,7 @@ pub unsafe fn raise(r: Raise, hide_statement: bool) -> ! {
 
 /// Raises through pgrx's error machinery (for `#[pg_extern]` functions). Standard SQLSTATEs only.
 pub fn report(r: Raise) -> ! {
-    let level = if r.fatal {
-        pgrx::PgLogLevel::FATAL
-    } else {
-        pgrx::PgLogLevel::ERROR
-    };
+    let level = r.level();
     let code = pg_sys::errcodes::PgSqlErrorCode::from(make_sqlstate(r.sqlstate));
     let mut report = pg_sys::panic::ErrorReport::new(code, r.message, "pg_rls_auth");
     if let Some(d) = r.detail {
