@@ -2,9 +2,9 @@
 //! the validator library (`oauth_validator_libraries = 'pg_rls_auth'`): a login presenting a
 //! JWT is accepted only when it verifies against the configured keys and passes every claim
 //! check a session token gets, plus `pg_rls_auth_core::oauth_login`'s rules (the pg_hba line's
-//! issuer and scopes, and the role under `delegate_ident_mapping=1`). The verified claims then
-//! become the connection's login session (see `session`): RLS sees who logged in without any
-//! `jwt_session_init` call.
+//! issuer and scopes, an audience from `pg_rls_auth.audience`, `exp`, and the role under
+//! `delegate_ident_mapping=1`). The verified claims then become the connection's login session
+//! (see `session`): RLS sees who logged in without any `jwt_session_init` call.
 //!
 //! Validation runs during authentication: before a database is chosen and before per-database
 //! and per-role settings apply, so only keys from postgresql.conf and ALTER SYSTEM reach it,
@@ -133,6 +133,7 @@ fn login(token: &str, role: &str) -> Result<Login, Refusal> {
         scope,
         role: skip_usermap.then_some((role, role_claim)),
         authn_claim: claim_name(&guc::OAUTH_AUTHN_CLAIM, "pg_rls_auth.oauth_authn_claim")?,
+        audiences: &config.policy.audiences,
     };
     let authn_id = oauth_login::check(&verified.claims, &rules)?;
     Ok(Login {

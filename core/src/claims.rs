@@ -101,6 +101,16 @@ impl Claims {
         serde_json::to_string(&self.map).expect("a JSON map always serializes")
     }
 
+    /// Whether `aud` (a string, or an array of strings) names one of `audiences`, exactly.
+    pub fn names_audience(&self, audiences: &[String]) -> bool {
+        let accepted = |a: &str| audiences.iter().any(|p| p == a);
+        match self.map.get("aud") {
+            Some(Value::String(a)) => accepted(a),
+            Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).any(accepted),
+            _ => false,
+        }
+    }
+
     /// Every configured check: time window, issuer, audience.
     pub fn check(&self, policy: &VerifyPolicy, now: f64) -> Result<()> {
         self.check_times(policy, now)?;
@@ -111,18 +121,10 @@ impl Claims {
                 ));
             }
         }
-        if !policy.audiences.is_empty() {
-            let accepted = |a: &str| policy.audiences.iter().any(|p| p == a);
-            let ok = match self.map.get("aud") {
-                Some(Value::String(a)) => accepted(a),
-                Some(Value::Array(items)) => items.iter().filter_map(Value::as_str).any(accepted),
-                _ => false,
-            };
-            if !ok {
-                return Err(AuthError::invalid_token(
-                    "the aud claim does not include pg_rls_auth.audience",
-                ));
-            }
+        if !policy.audiences.is_empty() && !self.names_audience(&policy.audiences) {
+            return Err(AuthError::invalid_token(
+                "the aud claim does not include pg_rls_auth.audience",
+            ));
         }
         Ok(())
     }

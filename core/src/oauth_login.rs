@@ -2,6 +2,11 @@
 //! top of every check a session token gets, the token's issuer must be the pg_hba line's, it
 //! must carry every scope the line requires, and, when the validator also authorizes the role
 //! (`delegate_ident_mapping=1`), name that role in a claim.
+//!
+//! A login token is also always an access token for this database: it must name one of the
+//! configured audiences and carry `exp` (RFC 9068 §2.2 and §4), whatever `require_exp` says
+//! for session tokens. Without an audience, any token the issuer mints for another of its
+//! services, an ID token included, would log in wherever its scopes happen to match.
 
 use crate::claims::{value_as_text, Claims};
 use serde_json::Value;
@@ -18,6 +23,9 @@ pub struct LoginRules<'a> {
     pub role: Option<(&'a str, &'a str)>,
     /// The claim whose value becomes the connection's authenticated identity.
     pub authn_claim: &'a str,
+    /// `pg_rls_auth.audience`: the token's `aud` must name one; none configured refuses
+    /// every login.
+    pub audiences: &'a [String],
 }
 
 /// Why a login was refused: for the server log only (the client learns nothing).
@@ -52,6 +60,22 @@ fn granted_scopes(claims: &Claims) -> Vec<&str> {
 /// log in.
 pub fn check(claims: &Claims, rules: &LoginRules<'_>) -> Result<String, Refusal> {
     let map = claims.as_map();
+    if rules.audiences.is_empty() {
+        return Err(Refusal(
+            "pg_rls_auth.audience is not set: an OAuth login must name this database's audience"
+                .into(),
+        ));
+    }
+    if !claims.names_audience(rules.audiences) {
+        return Err(Refusal(
+            "the token's aud does not include pg_rls_auth.audience".into(),
+        ));
+    }
+    if !map.get("exp").is_some_and(Value::is_number) {
+        return Err(Refusal(
+            "the token has no exp claim, which an OAuth login always needs".into(),
+        ));
+    }
     let expected = issuer_of(rules.issuer);
     match map.get("iss").and_then(Value::as_str) {
         Some(iss) if iss == expected => {}
@@ -97,23 +121,29 @@ mod tests {
         Claims::from_map(v.as_object().unwrap().clone())
     }
 
+    fn audiences() -> &'static [String] {
+        static AUDIENCES: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+        AUDIENCES.get_or_init(|| vec!["db-api".into(), "reports".into()])
+    }
+
     fn rules<'a>(role: Option<(&'a str, &'a str)>) -> LoginRules<'a> {
         LoginRules {
             issuer: "https://issuer.example/realms/app",
             scope: "openid db",
             role,
             authn_claim: "sub",
+            audiences: audiences(),
         }
     }
 
     #[test]
     fn a_token_with_the_issuer_and_every_scope_logs_in_as_its_sub() {
         let c = claims(
-            json!({"iss": "https://issuer.example/realms/app", "sub": "u1", "scope": "openid profile db"}),
+            json!({"iss": "https://issuer.example/realms/app", "sub": "u1", "scope": "openid profile db", "aud": "db-api", "exp": 2e9}),
         );
         assert_eq!(check(&c, &rules(None)), Ok("u1".into()));
         let c = claims(
-            json!({"iss": "https://issuer.example/realms/app", "sub": "u1", "scp": ["db", "openid"]}),
+            json!({"iss": "https://issuer.example/realms/app", "sub": "u1", "scp": ["db", "openid"], "aud": ["web", "reports"], "exp": 2e9}),
         );
         assert_eq!(check(&c, &rules(None)), Ok("u1".into()));
     }
@@ -132,7 +162,7 @@ mod tests {
 
     #[test]
     fn each_check_refuses() {
-        let base = json!({"iss": "https://issuer.example/realms/app", "sub": "u1", "scope": "openid db", "role": "authenticated"});
+        let base = json!({"iss": "https://issuer.example/realms/app", "sub": "u1", "scope": "openid db", "role": "authenticated", "aud": "db-api", "exp": 2e9});
         let with = |k: &str, v: Value| {
             let mut b = base.clone();
             b[k] = v;
@@ -164,14 +194,64 @@ mod tests {
         assert!(check(&with("sub", json!("")), &rules(None)).is_err());
     }
 
+    #[test]
+    fn a_login_token_is_an_access_token_for_this_database() {
+        let base = json!({"iss": "https://issuer.example/realms/app", "sub": "u1", "scope": "openid db", "aud": "db-api", "exp": 2e9});
+        let without = |k: &str| {
+            let mut b = base.clone();
+            b.as_object_mut().unwrap().remove(k);
+            claims(b)
+        };
+        let with = |k: &str, v: Value| {
+            let mut b = base.clone();
+            b[k] = v;
+            claims(b)
+        };
+        assert!(check(&claims(base.clone()), &rules(None)).is_ok());
+        // No audience configured refuses even a token that names one, saying why.
+        let unset = LoginRules {
+            audiences: &[],
+            ..rules(None)
+        };
+        let refusal = check(&claims(base.clone()), &unset).unwrap_err();
+        assert!(
+            refusal.0.contains("pg_rls_auth.audience is not set"),
+            "{refusal:?}"
+        );
+        // Another service's token, an ID token (aud = a client id), near misses, no aud, an
+        // aud that is not text.
+        for aud in [
+            json!("other-api"),
+            json!("my-client-id"),
+            json!("DB-API"),
+            json!("db-api "),
+            json!(["web", "other"]),
+            json!([]),
+            json!(null),
+            json!({"db-api": true}),
+            json!([["db-api"]]),
+        ] {
+            assert!(
+                check(&with("aud", aud.clone()), &rules(None)).is_err(),
+                "{aud}"
+            );
+        }
+        assert!(check(&without("aud"), &rules(None)).is_err());
+        // exp is required of a login whatever pg_rls_auth.require_exp says, and must be a
+        // NumericDate.
+        let refusal = check(&without("exp"), &rules(None)).unwrap_err();
+        assert!(refusal.0.contains("exp"), "{refusal:?}");
+        assert!(check(&with("exp", json!("2000000000")), &rules(None)).is_err());
+    }
+
     proptest! {
         /// Whatever the token grants, a login passes only when every required scope is granted.
         #[test]
         fn scopes_are_all_required(granted in proptest::collection::vec("[a-c]{1,2}", 0..4),
                                    required in proptest::collection::vec("[a-c]{1,2}", 0..3)) {
-            let c = claims(json!({"iss": "https://i", "sub": "u", "scope": granted.join(" ")}));
+            let c = claims(json!({"iss": "https://i", "sub": "u", "scope": granted.join(" "), "aud": "db-api", "exp": 2e9}));
             let scope = required.join(" ");
-            let r = LoginRules { issuer: "https://i", scope: &scope, role: None, authn_claim: "sub" };
+            let r = LoginRules { issuer: "https://i", scope: &scope, role: None, authn_claim: "sub", audiences: audiences() };
             prop_assert_eq!(check(&c, &r).is_ok(), required.iter().all(|s| granted.contains(s)));
         }
     }

@@ -576,7 +576,10 @@ fn a_postgresql_18_oauth_login_verifies_with_the_issuers_fetched_keys() {
         Reply::json(json!({ "issuer": issuer, "jwks_uri": server.url("/idp/keys") }).to_string()),
     );
     server.set("/idp/keys", Reply::json(jwks(&[&key])));
-    let cluster = Cluster::start(&["oauth_validator_libraries = 'pg_rls_auth'"]);
+    let cluster = Cluster::start(&[
+        "oauth_validator_libraries = 'pg_rls_auth'",
+        "pg_rls_auth.audience = 'db-api'",
+    ]);
     cluster.setup("app", &["alice"]);
     trust_ca(&cluster, &ca);
     cluster.set_system("pg_rls_auth.oidc_issuers", &issuer);
@@ -592,7 +595,7 @@ fn a_postgresql_18_oauth_login_verifies_with_the_issuers_fetched_keys() {
         OAuthConn::connect(cluster.socket_dir(), cluster.port(), "alice", "app", token)
             .map_err(|e| format!("{} {}", e.code, e.message))
     };
-    let claims = |iss: &str| json!({ "iss": iss, "sub": "user-1", "role": "alice", "scope": "openid", "exp": now() + 600 });
+    let claims = |iss: &str| json!({ "iss": iss, "sub": "user-1", "role": "alice", "scope": "openid", "aud": "db-api", "exp": now() + 600 });
     let mut alice = login(&key.token(claims(&issuer))).unwrap();
     assert_eq!(
         alice.one("SELECT auth.user_id()").as_deref(),

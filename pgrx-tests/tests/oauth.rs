@@ -22,11 +22,14 @@ fn oauth_available() -> bool {
     true
 }
 
-/// A PostgreSQL 18 server that validates OAuth logins with pg_rls_auth: database `app`
-/// delegates role checks to the validator (the token's `role` claim), database `mapped` maps
-/// identities with pg_ident; role `pw` logs in with a password.
+/// A PostgreSQL 18 server that validates OAuth logins with pg_rls_auth for audience `db-api`:
+/// database `app` delegates role checks to the validator (the token's `role` claim), database
+/// `mapped` maps identities with pg_ident; role `pw` logs in with a password.
 fn oauth_cluster(extra: &[&str]) -> (Cluster, Key) {
-    let mut conf = vec!["oauth_validator_libraries = 'pg_rls_auth'"];
+    let mut conf = vec![
+        "oauth_validator_libraries = 'pg_rls_auth'",
+        "pg_rls_auth.audience = 'db-api'",
+    ];
     conf.extend_from_slice(extra);
     let (cluster, key) = Cluster::start(&conf).with_key(&["alice", "bob"]);
     cluster.sql("postgres", "CREATE DATABASE mapped");
@@ -48,7 +51,7 @@ fn oauth_cluster(extra: &[&str]) -> (Cluster, Key) {
 }
 
 fn claims(sub: &str, role: &str) -> Value {
-    json!({"iss": ISSUER, "sub": sub, "role": role, "scope": "openid db", "iat": now()})
+    json!({"iss": ISSUER, "sub": sub, "role": role, "scope": "openid db", "aud": "db-api", "iat": now()})
 }
 
 fn login(cluster: &Cluster, user: &str, db: &str, token: &str) -> Result<OAuthConn, String> {
@@ -111,7 +114,7 @@ fn a_verified_login_is_the_session() {
     assert_eq!(err.code, "42501");
     // Another token that verifies becomes the session; ending it returns to the login. One
     // that fails leaves the login.
-    let other = key.token(json!({"sub": "user-2"}));
+    let other = key.token(json!({"sub": "user-2", "aud": "db-api"}));
     alice
         .query(&format!("SELECT auth.jwt_session_init('{other}')"))
         .unwrap();
@@ -179,13 +182,9 @@ fn every_check_refuses_the_login_without_saying_which() {
     if !oauth_available() {
         return;
     }
-    let (cluster, key) = oauth_cluster(&[
-        "pg_rls_auth.audience = 'db-api'",
-        "pg_rls_auth.max_token_bytes = 2048",
-    ]);
+    let (cluster, key) = oauth_cluster(&["pg_rls_auth.max_token_bytes = 2048"]);
     let good = |extra: Value| {
         let mut c = claims("user-1", "alice");
-        c["aud"] = json!("db-api");
         for (k, v) in extra.as_object().unwrap() {
             c[k] = v.clone();
         }
@@ -225,6 +224,22 @@ fn every_check_refuses_the_login_without_saying_which() {
         (
             "another audience",
             key.token(good(json!({"aud": "other"}))),
+            "aud",
+        ),
+        (
+            "an ID token (its aud a client id)",
+            key.token(good(
+                json!({"aud": ["app-client-id"], "azp": "app-client-id"}),
+            )),
+            "aud",
+        ),
+        (
+            "no aud",
+            {
+                let mut c = good(json!({}));
+                c.as_object_mut().unwrap().remove("aud");
+                key.token(c)
+            },
             "aud",
         ),
         (
@@ -331,6 +346,61 @@ fn a_revoked_login_ends_at_its_first_statement() {
     // Another user's login is unaffected.
     let mut bob = login(&cluster, "bob", "app", &key.token(claims("user-3", "bob"))).unwrap();
     assert_eq!(bob.one("SELECT auth.user_id()").as_deref(), Some("user-3"));
+}
+
+#[test]
+fn a_login_needs_an_audience_and_exp_whatever_sessions_may_do() {
+    if !oauth_available() {
+        return;
+    }
+    // Sessions may go without exp here; logins may not.
+    let (cluster, key) = oauth_cluster(&["pg_rls_auth.require_exp = off"]);
+    let refusals = || {
+        cluster
+            .log()
+            .lines()
+            .filter(|l| l.contains("OAuth login refused"))
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let refused_because = |token: &str, reason: &str| {
+        let before = refusals().len();
+        let err = login(&cluster, "alice", "app", token).unwrap_err();
+        assert!(err.contains("28000"), "{reason}: {err}");
+        let after = refusals();
+        assert_eq!(after.len(), before + 1, "{reason}");
+        assert!(after[before].contains(reason), "{}", after[before]);
+    };
+    let header = json!({"alg": "EdDSA", "typ": "JWT"});
+    let no_exp = key.token_with_header(header, claims("user-1", "alice"));
+    refused_because(&no_exp, "no exp claim, which an OAuth login always needs");
+    // The same token is a session token under these settings.
+    let mut superuser = cluster.superuser("app");
+    superuser
+        .batch_execute(&format!("SELECT auth.jwt_session_init('{no_exp}')"))
+        .unwrap();
+    let row = superuser.query_one("SELECT auth.user_id()", &[]).unwrap();
+    assert_eq!(row.get::<_, Option<String>>(0).as_deref(), Some("user-1"));
+    // With no audience configured (empty, or a list that names none), no login verifies,
+    // even a token that names the audience it used to be.
+    let good = key.token(claims("user-1", "alice"));
+    assert!(login(&cluster, "alice", "app", &good).is_ok());
+    for setting in [
+        "ALTER SYSTEM SET pg_rls_auth.audience = ''",
+        "ALTER SYSTEM SET pg_rls_auth.audience = ' , '",
+    ] {
+        cluster.sql("postgres", setting);
+        cluster.sql("postgres", "SELECT pg_reload_conf()");
+        wait_until(
+            std::time::Duration::from_secs(20),
+            "the reload never reached new logins",
+            || {
+                let before = refusals().len();
+                login(&cluster, "alice", "app", &good).is_err() && refusals().len() > before
+            },
+        );
+        refused_because(&good, "pg_rls_auth.audience is not set");
+    }
 }
 
 fn base64_url(text: &str) -> String {

@@ -400,7 +400,7 @@ pub fn init() {
     );
     define_string(
         c"pg_rls_auth.audience",
-        c"When set, a token's aud claim must contain one of these (comma-separated) audiences.",
+        c"When set, a token's aud claim must contain one of these (comma-separated) audiences; PostgreSQL 18 OAuth logins require it.",
         c"",
         &AUDIENCE,
         GucContext::Suset,
