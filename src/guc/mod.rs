@@ -685,7 +685,7 @@ fn define_rate_limit_slots() {
     GucRegistry::define_int_guc(
         c"pg_rls_auth.rate_limit_slots",
         c"Keys the shared-memory rate-limit store holds (needs shared_preload_libraries).",
-        c"When full, replenished keys are evicted first, then the least restrictive.",
+        c"When full, fully replenished keys are evicted first, then the least recently checked.",
         &RATE_LIMIT_SLOTS,
         1024,
         64 * 1024 * 1024,
