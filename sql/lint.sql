@@ -91,6 +91,32 @@ SELECT count(*) = :findings AS same_findings FROM auth.lint();
 RESET search_path;
 DROP SCHEMA trap CASCADE;
 
+-- A client role writes policies as deep as it likes, on its own table: lint looks at each
+-- subtree once (a chain of n operators once took 2^n steps, and nothing could cancel it) and
+-- stays cancellable; below 200 levels it looks at everything. Deep chains on a column, under
+-- IS NULL in an OR, and around an accessor.
+CREATE SCHEMA deep AUTHORIZATION alice;
+SET ROLE alice;
+CREATE TABLE deep.t (owner text, n int);
+ALTER TABLE deep.t ENABLE ROW LEVEL SECURITY, FORCE ROW LEVEL SECURITY;
+DO $$
+BEGIN
+  EXECUTE format('CREATE POLICY chain ON deep.t USING ((n %s) = 0 AND owner = auth.user_id())',
+                 repeat('+ 1 ', 1000));
+  EXECUTE format('CREATE POLICY shallow ON deep.t USING ((n %s) = 0 AND owner = auth.user_id())',
+                 repeat('+ 1 ', 60));
+  EXECUTE format('CREATE POLICY nulls ON deep.t USING (auth.user_id() IS NULL OR (%s auth.user_id() %s) IS NULL)',
+                 repeat('(', 1000), repeat('|| ''x'')', 1000));
+END $$;
+-- A query under them plans and runs as without the planner hook, which hoists session calls
+-- no deeper than 100 levels (deeper, its own recursion once hit the stack limit).
+SELECT count(*) FROM deep.t;
+RESET ROLE;
+SET statement_timeout = '20s';
+SELECT severity, code, object FROM auth.lint() WHERE object LIKE '% ON deep.%' ORDER BY 1, 2, 3;
+RESET statement_timeout;
+DROP SCHEMA deep CASCADE;
+
 DROP SCHEMA lint CASCADE;
 DROP ROLE lint_owner;
 

@@ -195,7 +195,14 @@ unsafe fn hoist_list(list: *mut pg_sys::List, here: bool) -> bool {
 struct Mutation {
     here: bool,
     hoisted: bool,
+    /// How deep the mutator is in the expression now.
+    depth: u32,
 }
+
+/// How deep hoisting looks into an expression (the mutator and `hoistable` together): as
+/// deep as people write. Deeper parts are planned as written, so an expression of any depth
+/// plans as it would without the hook, never failing at the stack limit in our recursion.
+const MAX_DEPTH: u32 = 100;
 
 /// Rewrites the expression in `field`; true when anything was hoisted at this level.
 ///
@@ -208,6 +215,7 @@ unsafe fn hoist_field(field: &mut *mut pg_sys::Node, here: bool) -> bool {
     let mut m = Mutation {
         here,
         hoisted: false,
+        depth: 0,
     };
     // SAFETY: caller's obligation; `mutate` receives `m` as its context and only while this
     // call runs.
@@ -236,33 +244,49 @@ unsafe extern "C-unwind" fn mutate(
             hoist_query(node.cast());
             return node;
         }
-        let m = &mut *context.cast::<Mutation>();
-        if m.here && hoistable(node) == Some(true) && !pg_sys::contain_volatile_functions(node) {
-            m.hoisted = true;
+        let m = context.cast::<Mutation>();
+        if (*m).depth >= MAX_DEPTH {
+            return node;
+        }
+        if (*m).here
+            && hoistable(node, (*m).depth) == Some(true)
+            && !pg_sys::contain_volatile_functions(node)
+        {
+            (*m).hoisted = true;
             return sub_select(node);
         }
-        pg_versions::expression_tree_mutator(node, mutate, context)
+        (*m).depth += 1;
+        let mutated = pg_versions::expression_tree_mutator(node, mutate, context);
+        (*m).depth -= 1;
+        mutated
     }
 }
 
 /// Whether `node` may be evaluated once per execution: Some(true) when it calls an accessor,
 /// Some(false) when it is constant, None when it depends on anything else (a column, a
 /// parameter, a sub-select, an aggregate, a set-returning call, a node kind not listed).
-/// Volatility is checked by the caller, once, on the whole expression.
+/// Volatility is checked by the caller, once, on the whole expression. `depth` is how deep
+/// `node` lies; None below MAX_DEPTH.
 ///
 /// # Safety
 /// `node` is NULL or a valid expression tree.
-unsafe fn hoistable(node: *mut pg_sys::Node) -> Option<bool> {
+unsafe fn hoistable(node: *mut pg_sys::Node, depth: u32) -> Option<bool> {
     if node.is_null() {
         return Some(false);
     }
+    if depth >= MAX_DEPTH {
+        return None;
+    }
+    // The mutator asks this at every level of an expression: stay cancellable.
+    pgrx::check_for_interrupts!();
+    let depth = depth + 1;
     // SAFETY: caller's obligation; each cast follows the node's tag and reads only the fields
     // PostgreSQL declares for it.
     unsafe {
         let all = |args: *mut pg_sys::List| -> Option<bool> {
             PgList::<pg_sys::Node>::from_pg(args)
                 .iter_ptr()
-                .try_fold(false, |calls, arg| Some(calls | hoistable(arg)?))
+                .try_fold(false, |calls, arg| Some(calls | hoistable(arg, depth)?))
         };
         match (*node).type_ {
             pg_sys::NodeTag::T_Const => Some(false),
@@ -289,17 +313,19 @@ unsafe fn hoistable(node: *mut pg_sys::Node) -> Option<bool> {
             pg_sys::NodeTag::T_BoolExpr => all((*node.cast::<pg_sys::BoolExpr>()).args),
             pg_sys::NodeTag::T_CoalesceExpr => all((*node.cast::<pg_sys::CoalesceExpr>()).args),
             pg_sys::NodeTag::T_RelabelType => {
-                hoistable((*node.cast::<pg_sys::RelabelType>()).arg.cast())
+                hoistable((*node.cast::<pg_sys::RelabelType>()).arg.cast(), depth)
             }
             pg_sys::NodeTag::T_CoerceViaIO => {
-                hoistable((*node.cast::<pg_sys::CoerceViaIO>()).arg.cast())
+                hoistable((*node.cast::<pg_sys::CoerceViaIO>()).arg.cast(), depth)
             }
             pg_sys::NodeTag::T_CollateExpr => {
-                hoistable((*node.cast::<pg_sys::CollateExpr>()).arg.cast())
+                hoistable((*node.cast::<pg_sys::CollateExpr>()).arg.cast(), depth)
             }
-            pg_sys::NodeTag::T_NullTest => hoistable((*node.cast::<pg_sys::NullTest>()).arg.cast()),
+            pg_sys::NodeTag::T_NullTest => {
+                hoistable((*node.cast::<pg_sys::NullTest>()).arg.cast(), depth)
+            }
             pg_sys::NodeTag::T_BooleanTest => {
-                hoistable((*node.cast::<pg_sys::BooleanTest>()).arg.cast())
+                hoistable((*node.cast::<pg_sys::BooleanTest>()).arg.cast(), depth)
             }
             _ => None,
         }

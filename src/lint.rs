@@ -173,7 +173,21 @@ struct Walk<'a> {
     user_editable_claim: bool,
     /// Columns of the policy's table compared with an accessor.
     compared_columns: Vec<i16>,
+    /// Whether each subtree (by node address) calls an accessor, so that asking again, as
+    /// every operator and `IS NULL` above it does, costs nothing: without it a chain of n
+    /// operators took 2^n steps. The trees live until the lint call returns, so addresses are
+    /// not reused while this lives.
+    accessor_under: HashMap<usize, bool>,
+    /// How deep the walk is in the tree now (`find_accessor` included).
+    nesting: u32,
+    /// Some part lay deeper than MAX_NESTING and was not looked at.
+    too_deep: bool,
 }
+
+/// How deep lint looks into a policy's expression: as deep as people write, and shallow enough
+/// that the walk's own recursion stays far inside PostgreSQL's stack limit whatever a policy's
+/// author nested (a refusal then would make lint fail for every caller).
+const MAX_NESTING: u32 = 200;
 
 impl<'a> Walk<'a> {
     fn new(functions: &'a OwnFunctions) -> Self {
@@ -185,6 +199,9 @@ impl<'a> Walk<'a> {
             anonymous_disjunction: false,
             user_editable_claim: false,
             compared_columns: Vec::new(),
+            accessor_under: HashMap::new(),
+            nesting: 0,
+            too_deep: false,
         }
     }
 }
@@ -211,15 +228,75 @@ unsafe fn const_text(node: *mut pg_sys::Node) -> Option<String> {
     }
 }
 
-/// Whether the tree under `node` calls an accessor.
+/// Whether the tree under `node` calls an accessor: each subtree is looked at once per lint
+/// call (`Walk::accessor_under`).
 ///
 /// # Safety
 /// As `const_text`.
-unsafe fn calls_accessor(node: *mut pg_sys::Node, functions: &OwnFunctions) -> bool {
-    let mut inner = Walk::new(functions);
-    // SAFETY: caller's obligation for `node`; `inner` outlives the walk.
-    unsafe { walk(node, &mut inner) };
-    inner.accessor_seen
+unsafe fn calls_accessor(node: *mut pg_sys::Node, w: &mut Walk<'_>) -> bool {
+    let mut finder = Finder {
+        functions: w.functions,
+        known: &mut w.accessor_under,
+        nesting: w.nesting,
+        too_deep: &mut w.too_deep,
+    };
+    // SAFETY: caller's obligation for `node`; `finder` outlives the walk and is its context.
+    unsafe { find_accessor(node, (&mut finder as *mut Finder<'_>).cast()) }
+}
+
+/// The context of `find_accessor`.
+struct Finder<'a> {
+    functions: &'a OwnFunctions,
+    known: &'a mut HashMap<usize, bool>,
+    nesting: u32,
+    too_deep: &'a mut bool,
+}
+
+/// # Safety
+/// Called by PostgreSQL's tree walkers (and `calls_accessor`) with a valid node or NULL and a
+/// context that is a `*mut Finder`.
+#[pg_guard]
+unsafe extern "C-unwind" fn find_accessor(node: *mut pg_sys::Node, context: *mut c_void) -> bool {
+    if node.is_null() {
+        return false;
+    }
+    // A policy's tree is as large as its author made it: stay cancellable.
+    pgrx::check_for_interrupts!();
+    let finder = context as *mut Finder<'_>;
+    // SAFETY: the context is the `Finder` that `calls_accessor` passed, through the walkers
+    // unchanged; it is only touched through short-lived accesses, none live across the
+    // recursive walk. Casts follow the node's tag. The walkers are pgrx's guarded wrappers:
+    // an ERROR is a panic for this function's guard.
+    unsafe {
+        if let Some(&known) = (*finder).known.get(&(node as usize)) {
+            return known;
+        }
+        if (*finder).nesting >= MAX_NESTING {
+            *(*finder).too_deep = true;
+            return false;
+        }
+        (*finder).nesting += 1;
+        let found = match (*node).type_ {
+            pg_sys::NodeTag::T_FuncExpr
+                if (*finder)
+                    .functions
+                    .accessors
+                    .contains(&(*(node as *mut pg_sys::FuncExpr)).funcid) =>
+            {
+                true
+            }
+            pg_sys::NodeTag::T_Query => pg_sys::query_tree_walker(
+                node as *mut pg_sys::Query,
+                Some(find_accessor),
+                context,
+                0,
+            ),
+            _ => pg_sys::expression_tree_walker(node, Some(find_accessor), context),
+        };
+        (*finder).nesting -= 1;
+        (*finder).known.insert(node as usize, found);
+        found
+    }
 }
 
 /// Walks `node` with `w`.
@@ -240,6 +317,28 @@ unsafe extern "C-unwind" fn visit(node: *mut pg_sys::Node, context: *mut c_void)
     if node.is_null() {
         return false;
     }
+    // A policy's tree is as large as its author made it: stay cancellable.
+    pgrx::check_for_interrupts!();
+    let w = context as *mut Walk<'_>;
+    // SAFETY: the context is the `Walk` that `walk` passed; short-lived accesses only, none
+    // live across `visit_node`, which takes the context itself.
+    unsafe {
+        if (*w).nesting >= MAX_NESTING {
+            (*w).too_deep = true;
+            return false;
+        }
+        (*w).nesting += 1;
+        let found = visit_node(node, context);
+        (*w).nesting -= 1;
+        found
+    }
+}
+
+/// `visit`'s work on one node.
+///
+/// # Safety
+/// As `visit`, with `node` not NULL.
+unsafe fn visit_node(node: *mut pg_sys::Node, context: *mut c_void) -> bool {
     // SAFETY: the context is the `Walk` that `walk` passed (the walkers pass it through
     // unchanged), used by one walk at a time. Each cast follows the node's tag, as PostgreSQL's
     // own walkers do; the lists read (`args`) belong to those nodes. The walker functions are
@@ -267,7 +366,7 @@ unsafe extern "C-unwind" fn visit(node: *mut pg_sys::Node, context: *mut c_void)
                 if let (Some(left), Some(right)) = (args.get_ptr(0), args.get_ptr(1)) {
                     for (a, b) in [(left, right), (right, left)] {
                         // column = accessor(...), or accessor(...) -> 'user_metadata'
-                        if calls_accessor(b, w.functions) {
+                        if calls_accessor(b, w) {
                             if let Some(attnum) = column_of(a) {
                                 w.compared_columns.push(attnum);
                             }
@@ -286,7 +385,7 @@ unsafe extern "C-unwind" fn visit(node: *mut pg_sys::Node, context: *mut c_void)
                         (*arm).type_ == pg_sys::NodeTag::T_NullTest && {
                             let t = arm as *mut pg_sys::NullTest;
                             (*t).nulltesttype == pg_sys::NullTestType::IS_NULL
-                                && calls_accessor((*t).arg.cast(), w.functions)
+                                && calls_accessor((*t).arg.cast(), w)
                         }
                     });
                 }
@@ -440,6 +539,17 @@ fn policy_findings(client: &SpiClient<'_>, out: &mut Vec<Finding>) {
                 detail:
                     "reads user_metadata (raw_user_meta_data), which users can change themselves"
                         .into(),
+                fix: None,
+            });
+        }
+        if w.too_deep {
+            out.push(Finding {
+                severity: "warning",
+                code: "policy_too_deep",
+                object: object.clone(),
+                detail: format!(
+                    "nested deeper than {MAX_NESTING} levels: lint did not look below that depth"
+                ),
                 fix: None,
             });
         }
