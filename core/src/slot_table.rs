@@ -9,14 +9,22 @@
 //! other keys stricter (they lose their burst, never their steady rate) but never laxer, and
 //! the cells empty themselves as time passes their TATs.
 //!
-//! Keys are identified by a 128-bit SipHash under a per-cluster random secret, so no client
-//! can make two keys collide or aim at one partition or cell.
+//! The partition, the two cells and where a new key looks for a victim depend on the key
+//! alone, not the bucket: the key is the principal (the session's `sub` under
+//! `rate_limit_keys = session`), so one principal's flood of buckets, however long their
+//! windows, fills only its own cells and evicts within one sample of one partition. Other
+//! principals keep their burst and their steady rate.
+//!
+//! Keys are identified by SipHash under a per-cluster random secret (64 bits of (bucket, key)
+//! and 64 of the key alone), so no client can make two keys collide or aim at one partition
+//! or cell.
 
 use crate::gcra::{decide, Decision, Limit, State};
 use siphasher::sip128::{Hasher128, SipHasher24};
 use std::hash::Hasher;
 
-/// A key's identity: SipHash-2-4 (128-bit) of (bucket, key) under the cluster secret.
+/// A key's identity under the cluster secret: SipHash-2-4 of (bucket, key), which picks its
+/// slot, and of the key alone (its principal), which picks its partition and overflow cells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[repr(C)]
 pub struct KeyId(pub [u64; 2]);
@@ -28,11 +36,14 @@ impl KeyId {
         h.write_u64(bucket.len() as u64);
         h.write(bucket.as_bytes());
         h.write(key.as_bytes());
-        let hash = h.finish128();
-        Self([hash.h1, hash.h2])
+        let mut principal = SipHasher24::new_with_key(secret);
+        // No bucket is u64::MAX bytes long: this input is never one of the above.
+        principal.write_u64(u64::MAX);
+        principal.write(key.as_bytes());
+        Self([h.finish128().h1, principal.finish128().h1])
     }
 
-    /// Which of `n` partitions holds this key.
+    /// Which of `n` partitions holds this key: its principal's.
     pub fn partition(&self, n: usize) -> usize {
         (self.0[1] % n as u64) as usize
     }
@@ -41,11 +52,12 @@ impl KeyId {
         (self.0[0] % len as u64) as usize
     }
 
-    /// The two overflow cells of this key, from hash bits the slot and partition do not use.
+    /// The two overflow cells of this key's principal, from hash bits the partition does not
+    /// use.
     fn cells(&self, len: usize) -> [usize; 2] {
         [
-            (self.0[0].rotate_right(32) % len as u64) as usize,
-            (self.0[1].rotate_right(32) % len as u64) as usize,
+            (self.0[1].rotate_right(22) % len as u64) as usize,
+            (self.0[1].rotate_right(43) % len as u64) as usize,
         ]
     }
 }
@@ -210,8 +222,8 @@ impl<'a> SlotTable<'a> {
         }
     }
 
-    /// A slot to evict for `id`, among VICTIM_SAMPLE slots from a place its hash picks: the
-    /// first fully replenished key, else the one checked longest ago.
+    /// A slot to evict for `id`, among VICTIM_SAMPLE slots from a place its principal's hash
+    /// picks: the first fully replenished key, else the one checked longest ago.
     fn victim(&self, id: KeyId, now_ns: i128) -> usize {
         let len = self.slots.len();
         let start = id.cells(len)[0];
@@ -352,6 +364,71 @@ mod tests {
                 .decision
                 .allowed
         );
+    }
+
+    #[test]
+    fn one_principals_flood_of_buckets_costs_no_one_else_anything() {
+        let (mut slots, mut cells, mut used) = (
+            vec![Slot::default(); slots_for_capacity(64)],
+            vec![0; 256],
+            0,
+        );
+        let mut t = SlotTable::new(&mut slots, &mut cells, &mut used);
+        let limit = Limit::new(5, 60).unwrap();
+        let t0 = 1_700_000_000 * NANOS_PER_SEC;
+        let users: Vec<String> = (0..20).map(|i| format!("user{i}")).collect();
+        for u in &users {
+            assert!(
+                t.decide(KeyId::new(&SECRET, "posts", u), limit, t0, true)
+                    .decision
+                    .allowed
+            );
+        }
+        // mallory spends buckets whose windows never end, far more than the table holds.
+        let forever = Limit::new(1, i32::MAX).unwrap();
+        let flood = |t: &mut SlotTable<'_>, from: usize, now: i128| {
+            for i in from..from + 5000 {
+                let id = KeyId::new(&SECRET, &format!("b{i}"), "mallory");
+                t.decide(id, forever, now, true);
+            }
+        };
+        flood(&mut t, 0, t0 + 1);
+        // Every other principal still has its burst in a bucket it had not used: all of it for
+        // a newcomer, all but the one write it spent in another bucket for the rest (a
+        // principal's evicted buckets speak for its others; never another principal's).
+        let now = t0 + 2;
+        for (u, burst) in users
+            .iter()
+            .map(|u| (u.as_str(), 4))
+            .chain([("newcomer", 5)])
+        {
+            let id = KeyId::new(&SECRET, "comments", u);
+            for n in 0..burst {
+                let d = t.decide(id, limit, now, true);
+                assert!(
+                    d.decision.allowed,
+                    "{u}: write {n} of a fresh bucket refused"
+                );
+            }
+        }
+        // A steady rate flows through a flood that goes on: one write every 12 s.
+        let steady = KeyId::new(&SECRET, "posts", "user0");
+        let mut now = now;
+        for round in 0..5 {
+            flood(&mut t, 5000 * (round + 1), now);
+            now += 13 * NANOS_PER_SEC;
+            for _ in 0..4 {
+                t.decide(steady, limit, now, true);
+            }
+            now += 13 * NANOS_PER_SEC;
+            assert!(
+                t.decide(steady, limit, now, true).decision.allowed,
+                "round {round}"
+            );
+        }
+        // mallory's own buckets stay spent.
+        let id = KeyId::new(&SECRET, "b1", "mallory");
+        assert!(!t.decide(id, forever, now, true).decision.allowed);
     }
 
     proptest! {

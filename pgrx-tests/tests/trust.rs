@@ -337,6 +337,65 @@ fn a_flood_of_keys_gives_no_one_budget_back() {
 }
 
 #[test]
+fn one_users_flood_of_buckets_costs_other_users_nothing() {
+    // Client roles spend only their own budget, but may name any bucket: mallory spends
+    // buckets whose windows never end, many times what the store holds.
+    let (cluster, key) = Cluster::start(&[
+        "pg_rls_auth.rate_limit_slots = 1024",
+        "pg_rls_auth.rate_limit_keys = session",
+    ])
+    .with_key(&["alice", "mallory"]);
+    let session = |role: &str, sub: &str| {
+        let mut c = cluster.connect(role, "app", "");
+        c.batch_execute(&format!(
+            "SELECT auth.jwt_session_init('{}')",
+            key.token_for(sub)
+        ))
+        .unwrap();
+        c
+    };
+    let mut alice = session("alice", "user-alice");
+    let mut mallory = session("mallory", "user-mallory");
+    let own = |c: &mut Client, max: i32, window: i32, bucket: &str| {
+        c.query_one(
+            "SELECT auth.check_write_rate($1::int, $2::int, $3::text)",
+            &[&max, &window, &bucket],
+        )
+        .map(|r| r.get::<_, bool>(0))
+        .map_err(|e| describe(&e))
+    };
+    assert!(own(&mut alice, 20, 3600, "posts").unwrap());
+    mallory
+        .batch_execute(
+            "DO $$ BEGIN FOR g IN 1..20000 LOOP BEGIN \
+             PERFORM auth.check_write_rate(1, 2147483647, 'b' || g); \
+             EXCEPTION WHEN sqlstate 'PT429' THEN NULL; END; END LOOP; END $$",
+        )
+        .unwrap();
+    let evictions: i64 = mallory
+        .query_one("SELECT evictions FROM auth.write_rate_stats()", &[])
+        .unwrap()
+        .get(0);
+    assert!(evictions > 15_000, "{evictions} evictions");
+    // Alice's fresh bucket has its burst (all but the write she spent in another bucket,
+    // if that was evicted), and what she spent stays spent. (Her steady rate through a flood
+    // that goes on: core/src/slot_table.rs, where the secret is fixed.)
+    for n in 0..19 {
+        assert_eq!(own(&mut alice, 20, 3600, "comments"), Ok(true), "write {n}");
+    }
+    for _ in 0..19 {
+        own(&mut alice, 20, 3600, "posts").unwrap();
+    }
+    assert!(own(&mut alice, 20, 3600, "posts")
+        .unwrap_err()
+        .starts_with("PT429"));
+    // mallory's own buckets stay spent.
+    assert!(own(&mut mallory, 1, i32::MAX, "b1")
+        .unwrap_err()
+        .starts_with("PT429"));
+}
+
+#[test]
 fn a_table_store_check_waits_a_bounded_time_and_storage_stays_bounded() {
     let cluster = Cluster::start_without_preload(&["pg_rls_auth.rate_limit_lock_timeout = 300"]);
     cluster.setup("app", &["alice", "mallory"]);
