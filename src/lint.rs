@@ -167,7 +167,6 @@ struct Walk<'a> {
     functions: &'a OwnFunctions,
     /// Nesting depth in sub-selects.
     depth: u32,
-    accessor_seen: bool,
     rate_limit_in_subquery: bool,
     anonymous_disjunction: bool,
     user_editable_claim: bool,
@@ -194,7 +193,6 @@ impl<'a> Walk<'a> {
         Walk {
             functions,
             depth: 0,
-            accessor_seen: false,
             rate_limit_in_subquery: false,
             anonymous_disjunction: false,
             user_editable_claim: false,
@@ -349,7 +347,6 @@ unsafe fn visit_node(node: *mut pg_sys::Node, context: *mut c_void) -> bool {
             pg_sys::NodeTag::T_FuncExpr => {
                 let f = node as *mut pg_sys::FuncExpr;
                 if w.functions.accessors.contains(&(*f).funcid) {
-                    w.accessor_seen = true;
                     // auth.claim('user_metadata...')
                     let args = pgrx::PgList::<pg_sys::Node>::from_pg((*f).args);
                     if let Some(path) = args.get_ptr(0).and_then(|a| const_text(a)) {
